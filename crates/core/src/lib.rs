@@ -1,0 +1,15 @@
+//! strata's vocabulary, shared by every other crate: identifiers
+//! ([`ChunkId`], [`SnapshotId`], [`StreamId`], [`ProjectId`]), the records the
+//! catalog keeps ([`StreamInfo`]), the [`Clock`] that protocols are tested
+//! with, and the apply plan ([`plan`]) that turns a project's streams into the
+//! ordered list a restore applies. Nothing here does I/O.
+
+pub mod clock;
+pub mod ids;
+pub mod plan;
+pub mod stream;
+
+pub use clock::{Clock, SystemClock};
+pub use ids::{ChunkId, IdError, ProjectId, SnapshotId, StreamId};
+pub use plan::{PlanError, apply_plan};
+pub use stream::{ManifestEntry, StreamInfo, StreamKind};

@@ -1,0 +1,72 @@
+//! Streams and manifests as the catalog records them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChunkId, ProjectId, SnapshotId, StreamId};
+
+/// Whether a stream stands alone or applies on top of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// Rebuilds its end snapshot from the empty state.
+    Full,
+    /// Takes its start snapshot to its end snapshot.
+    Incremental,
+}
+
+impl StreamKind {
+    /// `"full"` or `"incremental"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Full => "full",
+            StreamKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// A committed stream: an edge from `start` (none for a full stream) to `end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The stream's id.
+    pub id: StreamId,
+    /// The project it belongs to.
+    pub project: ProjectId,
+    /// The snapshot it applies on top of; `None` for a full stream.
+    pub start: Option<SnapshotId>,
+    /// The snapshot it produces.
+    pub end: SnapshotId,
+    /// The engine that produced it (`native`, `zfs`, `btrfs`).
+    pub engine: String,
+    /// Length of the stream in bytes (plaintext, before chunking).
+    pub bytes: u64,
+    /// Number of chunks in its manifest (with repetitions).
+    pub chunks: u64,
+    /// Plaintext bytes of the chunks this stream was first to store.
+    pub new_bytes: u64,
+    /// Stored (compressed) bytes of the chunks this stream was first to store.
+    pub new_stored_bytes: u64,
+    /// When it was committed, in milliseconds since the epoch.
+    pub created_ms: i64,
+    /// The host that wrote it.
+    pub host: String,
+}
+
+impl StreamInfo {
+    /// Full or incremental, from `start`.
+    pub fn kind(&self) -> StreamKind {
+        if self.start.is_some() {
+            StreamKind::Incremental
+        } else {
+            StreamKind::Full
+        }
+    }
+}
+
+/// One entry of a manifest: the chunk and its plaintext length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// The chunk.
+    pub id: ChunkId,
+    /// Its plaintext length in bytes.
+    pub len: u32,
+}

@@ -1,0 +1,524 @@
+//! Receive: apply a stream to a directory, refusing hostile input.
+//!
+//! Every entry's path is validated ([`RelPath`]), must come strictly after
+//! the previous one in walk order (so duplicates are refused with O(1)
+//! memory), and must be reached through real directories only: no write
+//! ever goes through a symlink. Directory modes and mtimes are applied when
+//! the walk leaves the directory, after its contents were written.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use filetime::FileTime;
+use xattr::FileExt;
+
+use super::StreamHeader;
+use crate::Observer;
+use crate::error::{EngineError, Result};
+use crate::format::{Dec, Meta, Record, RecordReader, STREAM_MAGIC, VERSION, tag};
+use crate::relpath::RelPath;
+
+/// What a receive applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveSummary {
+    /// The stream's header.
+    pub header: StreamHeader,
+    /// Entry records applied (deletions included).
+    pub entries: u64,
+    /// File content bytes written.
+    pub file_bytes: u64,
+}
+
+struct OpenFile {
+    path: RelPath,
+    file: File,
+    meta: Meta,
+    written: u64,
+}
+
+struct Receiver<'a> {
+    root: &'a Path,
+    obs: &'a dyn Observer,
+    last: Option<RelPath>,
+    after_abort: bool,
+    open: Option<OpenFile>,
+    dirs: Vec<(RelPath, Meta)>,
+    parent_ok: Option<RelPath>,
+    entries: u64,
+    file_bytes: u64,
+}
+
+/// Applies the stream read from `input` to the directory `target`, which
+/// must hold the snapshot the stream starts at (`target_holds`; `None` for an
+/// empty directory and a full stream).
+///
+/// # Errors
+/// [`EngineError::Corrupt`], [`EngineError::Version`], [`EngineError::Refused`]
+/// or [`EngineError::WrongBase`] for bad input, naming the entry or offset;
+/// [`EngineError::Io`] when the target cannot be written. On error the target
+/// is left partly written: callers apply into a staging directory.
+pub fn receive<R: Read>(
+    target: &Path,
+    input: R,
+    target_holds: Option<&str>,
+    obs: &dyn Observer,
+) -> Result<ReceiveSummary> {
+    let mut r = RecordReader::new(
+        io::BufReader::with_capacity(256 << 10, input),
+        STREAM_MAGIC,
+        "stream",
+    )?;
+    let header = {
+        let rec = r.next()?.ok_or_else(|| EngineError::Corrupt {
+            offset: 8,
+            why: "stream ends before its header".into(),
+        })?;
+        parse_header(&rec)?
+    };
+    if header.start.as_deref() != target_holds {
+        return Err(EngineError::WrongBase {
+            stream_start: header
+                .start
+                .clone()
+                .unwrap_or_else(|| "(none: a full stream)".into()),
+            target: target_holds.unwrap_or("(empty)").to_string(),
+        });
+    }
+    let mut rx = Receiver {
+        root: target,
+        obs,
+        last: None,
+        after_abort: false,
+        open: None,
+        dirs: Vec::new(),
+        parent_ok: None,
+        entries: 0,
+        file_bytes: 0,
+    };
+    loop {
+        let records_before = r.records();
+        let Some(rec) = r.next()? else {
+            return Err(EngineError::Corrupt {
+                offset: r.offset(),
+                why: "truncated: the stream ends without its trailer".into(),
+            });
+        };
+        if rec.tag == tag::TRAILER {
+            let offset = rec.offset;
+            let mut d = Dec::new(&rec);
+            let (entries, records, bytes) =
+                (d.u64("entries")?, d.u64("records")?, d.u64("data bytes")?);
+            d.end()?;
+            if let Some(f) = &rx.open {
+                return Err(EngineError::Corrupt {
+                    offset,
+                    why: format!("stream ends inside file {:?}", f.path),
+                });
+            }
+            if entries != rx.entries || records != records_before || bytes != rx.file_bytes {
+                return Err(EngineError::Corrupt {
+                    offset,
+                    why: format!(
+                        "trailer counts {entries} entries, {records} records, {bytes} bytes; read {}, {}, {}",
+                        rx.entries, records_before, rx.file_bytes
+                    ),
+                });
+            }
+            if r.next()?.is_some() {
+                return Err(EngineError::Corrupt {
+                    offset: r.offset(),
+                    why: "bytes after the trailer".into(),
+                });
+            }
+            break;
+        }
+        rx.apply(&rec)?;
+    }
+    rx.finish_dirs(None)?;
+    Ok(ReceiveSummary {
+        header,
+        entries: rx.entries,
+        file_bytes: rx.file_bytes,
+    })
+}
+
+fn parse_header(rec: &Record<'_>) -> Result<StreamHeader> {
+    if rec.tag != tag::HEADER {
+        return Err(EngineError::Corrupt {
+            offset: rec.offset,
+            why: "the stream does not start with a header".into(),
+        });
+    }
+    let mut d = Dec::new(rec);
+    let version = d.u32("version")?;
+    if version != VERSION {
+        return Err(EngineError::Version {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let text = |b: &[u8], what: &str| {
+        String::from_utf8(b.to_vec()).map_err(|_| EngineError::Corrupt {
+            offset: rec.offset,
+            why: format!("{what} is not UTF-8"),
+        })
+    };
+    let start = text(d.bytes("start")?, "start snapshot")?;
+    let end = text(d.bytes("end")?, "end snapshot")?;
+    let created_ms = d.i64("created")?;
+    let engine = d.bytes("engine")?;
+    d.end()?;
+    if engine != b"native" {
+        return Err(EngineError::Corrupt {
+            offset: rec.offset,
+            why: format!(
+                "stream made by engine {:?}, not native",
+                String::from_utf8_lossy(engine)
+            ),
+        });
+    }
+    Ok(StreamHeader {
+        start: (!start.is_empty()).then_some(start),
+        end,
+        created_ms,
+    })
+}
+
+fn system_time(sec: i64, nsec: u32) -> SystemTime {
+    let nsec = nsec.min(999_999_999);
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(u64::from(nsec))
+    }
+}
+
+impl Receiver<'_> {
+    fn apply(&mut self, rec: &Record<'_>) -> Result<()> {
+        match rec.tag {
+            tag::DATA => {
+                let Some(f) = &mut self.open else {
+                    return Err(corrupt(rec, "file data outside a file"));
+                };
+                f.file
+                    .write_all(rec.payload)
+                    .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
+                f.written += rec.payload.len() as u64;
+                self.file_bytes += rec.payload.len() as u64;
+                self.obs.file_bytes(rec.payload.len() as u64);
+                Ok(())
+            }
+            tag::FILE_END => {
+                let Some(f) = self.open.take() else {
+                    return Err(corrupt(rec, "end of file outside a file"));
+                };
+                let mut d = Dec::new(rec);
+                let size = d.u64("size")?;
+                d.end()?;
+                if size != f.written {
+                    return Err(EngineError::refused(
+                        f.path.as_bytes(),
+                        format!("declares {size} bytes but carries {}", f.written),
+                    ));
+                }
+                self.finish_file(f)
+            }
+            tag::FILE_ABORT => {
+                let Some(f) = self.open.take() else {
+                    return Err(corrupt(rec, "file abort outside a file"));
+                };
+                rec_end(rec)?;
+                let p = f.path.under(self.root);
+                drop(f.file);
+                fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
+                self.after_abort = true;
+                Ok(())
+            }
+            tag::HEADER => Err(corrupt(rec, "a second header")),
+            tag::DIR | tag::FILE | tag::SYMLINK | tag::HARDLINK | tag::FIFO | tag::DELETE => {
+                self.entry(rec)
+            }
+            t => Err(corrupt(rec, &format!("unknown record tag {t}"))),
+        }
+    }
+
+    fn entry(&mut self, rec: &Record<'_>) -> Result<()> {
+        if let Some(f) = &self.open {
+            return Err(EngineError::refused(
+                f.path.as_bytes(),
+                "file content not terminated before the next entry",
+            ));
+        }
+        let mut d = Dec::new(rec);
+        let path = d.path("path")?;
+        // Strict walk order: no duplicates, nothing out of place. A path may
+        // repeat only right after its file was aborted.
+        if let Some(last) = &self.last {
+            let ok = path > *last || (path == *last && self.after_abort);
+            if !ok {
+                let why = if path == *last {
+                    "duplicate entry"
+                } else {
+                    "entry out of order"
+                };
+                return Err(EngineError::refused(path.as_bytes(), why));
+            }
+        }
+        self.after_abort = false;
+        if path.is_root() && rec.tag != tag::DIR {
+            return Err(EngineError::refused(b".", "the root must be a directory"));
+        }
+        self.finish_dirs(Some(&path))?;
+        self.check_parent(&path)?;
+        self.last = Some(path.clone());
+        self.entries += 1;
+        self.obs.entry();
+        let full = path.under(self.root);
+        match rec.tag {
+            tag::DELETE => {
+                d.end()?;
+                self.remove_existing(&path, false)?;
+            }
+            tag::DIR => {
+                let meta = d.meta()?;
+                d.end()?;
+                if !path.is_root() {
+                    self.remove_existing(&path, true)?;
+                }
+                match fs::create_dir(&full) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(EngineError::io("create directory", &full, e)),
+                }
+                // Writable while its contents arrive; final mode on leaving.
+                fs::set_permissions(&full, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| EngineError::io("chmod", &full, e))?;
+                self.dirs.push((path, meta));
+            }
+            tag::FILE => {
+                let meta = d.meta()?;
+                d.end()?;
+                self.remove_existing(&path, false)?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&full)
+                    .map_err(|e| EngineError::io("create", &full, e))?;
+                self.open = Some(OpenFile {
+                    path,
+                    file,
+                    meta,
+                    written: 0,
+                });
+            }
+            tag::SYMLINK => {
+                let meta = d.meta()?;
+                let target = d.bytes("link target")?;
+                d.end()?;
+                if target.is_empty() || target.contains(&0) {
+                    return Err(EngineError::refused(
+                        path.as_bytes(),
+                        "empty link target or NUL in it",
+                    ));
+                }
+                self.remove_existing(&path, false)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
+                    .map_err(|e| EngineError::io("create symlink", &full, e))?;
+                let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
+                filetime::set_symlink_file_times(&full, t, t)
+                    .map_err(|e| EngineError::io("set mtime", &full, e))?;
+            }
+            tag::HARDLINK => {
+                let target = d.path("link target")?;
+                d.end()?;
+                if target.is_root() || target == path {
+                    return Err(EngineError::refused(
+                        path.as_bytes(),
+                        "hard link to itself or to the root",
+                    ));
+                }
+                self.check_parent(&target).map_err(|_| {
+                    EngineError::refused(
+                        path.as_bytes(),
+                        format!("hard link target {:?} is not inside the target", target),
+                    )
+                })?;
+                let tfull = target.under(self.root);
+                match fs::symlink_metadata(&tfull) {
+                    Ok(md) if md.file_type().is_file() => {}
+                    _ => {
+                        return Err(EngineError::refused(
+                            path.as_bytes(),
+                            format!("hard link target {target:?} is not an existing regular file"),
+                        ));
+                    }
+                }
+                self.remove_existing(&path, false)?;
+                fs::hard_link(&tfull, &full).map_err(|e| EngineError::io("hard link", &full, e))?;
+                // check_parent for the target may have moved the cache.
+                self.parent_ok = None;
+            }
+            tag::FIFO => {
+                let meta = d.meta()?;
+                d.end()?;
+                self.remove_existing(&path, false)?;
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &full,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(meta.mode & 0o7777),
+                    0,
+                )
+                .map_err(|e| EngineError::io("create fifo", &full, e.into()))?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(meta.mode & 0o7777))
+                    .map_err(|e| EngineError::io("chmod", &full, e))?;
+                let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
+                filetime::set_symlink_file_times(&full, t, t)
+                    .map_err(|e| EngineError::io("set mtime", &full, e))?;
+            }
+            _ => unreachable!("entry() is called for entry tags only"),
+        }
+        Ok(())
+    }
+
+    /// Refuses `path` unless every directory above it inside the target is a
+    /// real directory (not a symlink) that exists.
+    fn check_parent(&mut self, path: &RelPath) -> Result<()> {
+        let parent = path.parent();
+        if parent.is_root() || self.parent_ok.as_ref() == Some(&parent) {
+            return Ok(());
+        }
+        let mut at = self.root.to_path_buf();
+        for c in parent.components() {
+            at.push(OsStr::from_bytes(c));
+            match fs::symlink_metadata(&at) {
+                Ok(md) if md.file_type().is_dir() => {}
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(EngineError::refused(
+                        path.as_bytes(),
+                        format!(
+                            "reached through the symlink {:?}",
+                            at.strip_prefix(self.root).unwrap_or(&at)
+                        ),
+                    ));
+                }
+                Ok(_) => {
+                    return Err(EngineError::refused(
+                        path.as_bytes(),
+                        "its parent is not a directory",
+                    ));
+                }
+                Err(_) => {
+                    return Err(EngineError::refused(
+                        path.as_bytes(),
+                        "its parent directory does not exist",
+                    ));
+                }
+            }
+        }
+        self.parent_ok = Some(parent);
+        Ok(())
+    }
+
+    /// Removes whatever is at `path` (never following a symlink). A directory
+    /// is kept when `keep_dir` is set and a directory is what comes next.
+    fn remove_existing(&mut self, path: &RelPath, keep_dir: bool) -> Result<()> {
+        let full = path.under(self.root);
+        match fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EngineError::io("stat", &full, e)),
+            Ok(md) if md.file_type().is_dir() => {
+                if keep_dir {
+                    return Ok(());
+                }
+                self.parent_ok = None;
+                make_writable_tree(&full);
+                fs::remove_dir_all(&full).map_err(|e| EngineError::io("remove directory", &full, e))
+            }
+            Ok(_) => fs::remove_file(&full).map_err(|e| EngineError::io("remove", &full, e)),
+        }
+    }
+
+    fn finish_file(&mut self, f: OpenFile) -> Result<()> {
+        let full = f.path.under(self.root);
+        for (k, v) in &f.meta.xattrs {
+            if let Err(e) = f.file.set_xattr(OsStr::from_bytes(k), v) {
+                self.obs.warning(
+                    &f.path.display(),
+                    &format!("extended attribute not restored: {e}"),
+                );
+            }
+        }
+        f.file
+            .set_permissions(fs::Permissions::from_mode(f.meta.mode & 0o7777))
+            .map_err(|e| EngineError::io("chmod", &full, e))?;
+        let t = system_time(f.meta.mtime_sec, f.meta.mtime_nsec);
+        f.file
+            .set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .map_err(|e| EngineError::io("set mtime", &full, e))?;
+        Ok(())
+    }
+
+    /// Applies mode and mtime to the directories the walk has left: all of
+    /// them when `next` is `None`, else those that are not above `next`.
+    fn finish_dirs(&mut self, next: Option<&RelPath>) -> Result<()> {
+        while let Some((p, _)) = self.dirs.last() {
+            if next.is_some_and(|n| n.starts_with(p) && n != p) {
+                break;
+            }
+            let (p, meta) = self.dirs.pop().expect("non-empty");
+            let full = p.under(self.root);
+            for (k, v) in &meta.xattrs {
+                if let Err(e) = xattr::set(&full, OsStr::from_bytes(k), v) {
+                    self.obs.warning(
+                        &p.display(),
+                        &format!("extended attribute not restored: {e}"),
+                    );
+                }
+            }
+            let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
+            fs::set_permissions(&full, fs::Permissions::from_mode(meta.mode & 0o7777))
+                .map_err(|e| EngineError::io("chmod", &full, e))?;
+            filetime::set_symlink_file_times(&full, t, t)
+                .map_err(|e| EngineError::io("set mtime", &full, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Gives the owner write and search permission on every directory below
+/// `dir` so that an unprivileged restore can delete a read-only subtree.
+fn make_writable_tree(dir: &Path) {
+    for e in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_dir()
+            && let Ok(md) = e.metadata()
+        {
+            let mode = md.permissions().mode();
+            if mode & 0o700 != 0o700 {
+                let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(mode | 0o700));
+            }
+        }
+    }
+}
+
+fn corrupt(rec: &Record<'_>, why: &str) -> EngineError {
+    EngineError::Corrupt {
+        offset: rec.offset,
+        why: why.to_string(),
+    }
+}
+
+fn rec_end(rec: &Record<'_>) -> Result<()> {
+    Dec::new(rec).end()
+}

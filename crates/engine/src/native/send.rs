@@ -1,0 +1,622 @@
+//! Send: walk a tree, compare with the base index, write the stream.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use walkdir::WalkDir;
+use xattr::FileExt;
+
+use super::{StreamHeader, meta_of, xattr_names_sorted};
+use crate::Observer;
+use crate::error::{EngineError, Result};
+use crate::format::{DATA_RECORD, Enc, Meta, RecordWriter, STREAM_MAGIC, VERSION, tag};
+use crate::index::{IndexEntry, IndexReader, IndexWriter, Kind};
+use crate::relpath::RelPath;
+
+/// How many times a file that changes while it is read is read again.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Entries whose mtime or ctime is this close to the start of the walk are
+/// "racy": a change in the same clock tick would leave their timestamps as
+/// they are (file times come from the kernel's coarse clock), so the index
+/// records them with a zero mtime and the next save reads them again.
+const RACY_MARGIN_NS: i128 = 50_000_000;
+
+/// The instant (seconds, nanoseconds) from which entries count as racy.
+fn racy_from() -> (i64, u32) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+        - RACY_MARGIN_NS;
+    (
+        (now.div_euclid(1_000_000_000)) as i64,
+        now.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+/// The index entry to record: racy entries get a zero mtime.
+fn settled(mut e: IndexEntry, racy: (i64, u32)) -> IndexEntry {
+    if e.mtime >= racy || e.ctime >= racy {
+        e.mtime = (0, 0);
+    }
+    e
+}
+
+/// Settings for [`send`].
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Most directories the walk keeps open at once (file descriptors).
+    pub max_open_dirs: usize,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self { max_open_dirs: 16 }
+    }
+}
+
+/// What a send did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendSummary {
+    /// Entries in the new snapshot.
+    pub entries: u64,
+    /// Entries written to the stream (new or changed, ancestors included).
+    pub emitted: u64,
+    /// Deletions written to the stream.
+    pub deleted: u64,
+    /// File content bytes written.
+    pub file_bytes: u64,
+    /// Length of the stream in bytes.
+    pub stream_bytes: u64,
+    /// Warnings reported (skipped, vanished or unstable entries).
+    pub warnings: u64,
+}
+
+struct Ancestor {
+    path: RelPath,
+    meta: Meta,
+    emitted: bool,
+}
+
+struct Sender<'a, W: Write> {
+    root: &'a Path,
+    out: RecordWriter<BufWriter<W>>,
+    obs: &'a dyn Observer,
+    stack: Vec<Ancestor>,
+    links: HashMap<(u64, u64), RelPath>,
+    sum: SendSummary,
+    buf: Vec<u8>,
+}
+
+/// Writes the stream from the snapshot described by `base` (or from nothing)
+/// to the current state of `root`, and the index of the new snapshot.
+///
+/// # Errors
+/// An I/O error naming the path (an unreadable directory or file fails the
+/// save rather than silently dropping it), or a sink error. Entries that
+/// vanish during the walk and files that keep changing while read are
+/// reported to `obs` and handled, not errors.
+pub fn send<W: Write, I: Write, B: Read>(
+    root: &Path,
+    base: Option<IndexReader<B>>,
+    header: &StreamHeader,
+    opts: &SendOptions,
+    out: W,
+    index_out: I,
+    obs: &dyn Observer,
+) -> Result<SendSummary> {
+    let mut w = RecordWriter::new(BufWriter::with_capacity(256 << 10, out), STREAM_MAGIC)?;
+    let mut h = Enc::default();
+    h.u32(VERSION)
+        .bytes(header.start.as_deref().unwrap_or("").as_bytes())
+        .bytes(header.end.as_bytes())
+        .i64(header.created_ms)
+        .bytes(b"native");
+    w.record(tag::HEADER, &h.0)?;
+    let mut index = IndexWriter::new(index_out, &header.end)?;
+    let mut s = Sender {
+        root,
+        out: w,
+        obs,
+        stack: Vec::new(),
+        links: HashMap::new(),
+        sum: SendSummary::default(),
+        buf: vec![0; DATA_RECORD],
+    };
+    let mut old = OldIndex::new(base)?;
+    let racy = racy_from();
+
+    let walker = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .max_open(opts.max_open_dirs.max(1));
+    for item in walker {
+        let entry = match item {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
+                let io = err
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk error"));
+                if io.kind() == io::ErrorKind::NotFound {
+                    s.warn(
+                        &path.to_string_lossy(),
+                        "vanished during the walk; not saved",
+                    );
+                    continue;
+                }
+                return Err(EngineError::io("read directory", path, io));
+            }
+        };
+        let rel = rel_path(root, entry.path())?;
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(err) => {
+                let io = err
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("stat error"));
+                if io.kind() == io::ErrorKind::NotFound {
+                    s.warn(&rel.display(), "vanished during the walk; not saved");
+                    continue;
+                }
+                return Err(EngineError::io("stat", entry.path(), io));
+            }
+        };
+        let Some(kind) = kind_of(&md) else {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if md.file_type().is_socket() {
+                "socket"
+            } else {
+                "device node"
+            };
+            s.warn(
+                &rel.display(),
+                &format!("{what} skipped (not kept by the native engine)"),
+            );
+            continue;
+        };
+        // Everything in the old index before this path is gone.
+        s.flush_deleted(&mut old, Some(&rel))?;
+        s.stack.truncate(entry.depth());
+        s.obs.entry();
+        let cur = IndexEntry::from_metadata(rel, kind, &md);
+        let mut unchanged = false;
+        if let Some(o) = old.peek()
+            && o.path == cur.path
+        {
+            unchanged = o.same_as(&cur);
+            if o.kind == Kind::Dir && kind != Kind::Dir {
+                old.skip_under = Some(o.path.clone());
+            }
+            old.advance()?;
+        }
+        s.sum.entries += 1;
+        let key = (md.dev(), md.ino());
+        if unchanged {
+            if kind == Kind::File && md.nlink() > 1 {
+                s.links.entry(key).or_insert_with(|| cur.path.clone());
+            }
+            if kind == Kind::Dir {
+                s.stack.push(Ancestor {
+                    path: cur.path.clone(),
+                    meta: meta_of(&md),
+                    emitted: false,
+                });
+            }
+            index.push(&settled(cur.clone(), racy))?;
+            continue;
+        }
+        match kind {
+            Kind::Dir => {
+                s.emit_ancestors()?;
+                let mut meta = meta_of(&md);
+                meta.xattrs = read_xattrs_path(&cur.path.under(root));
+                s.entry_record(tag::DIR, &cur.path, &meta, None)?;
+                s.stack.push(Ancestor {
+                    path: cur.path.clone(),
+                    meta,
+                    emitted: true,
+                });
+                index.push(&settled(cur.clone(), racy))?;
+            }
+            Kind::File => {
+                if md.nlink() > 1
+                    && let Some(target) = s.links.get(&key).cloned()
+                {
+                    s.emit_ancestors()?;
+                    let mut e = Enc::default();
+                    e.bytes(cur.path.as_bytes()).bytes(target.as_bytes());
+                    s.out.record(tag::HARDLINK, &e.0)?;
+                    s.sum.emitted += 1;
+                    index.push(&settled(cur.clone(), racy))?;
+                    continue;
+                }
+                match s.send_file(&cur.path, &md)? {
+                    FileOutcome::Vanished => {
+                        // Not in the new snapshot; if the base had it, delete it.
+                        if old.last_consumed_was(&cur.path) {
+                            s.emit_ancestors()?;
+                            s.delete_record(&cur.path)?;
+                        }
+                        s.sum.entries -= 1;
+                    }
+                    FileOutcome::Saved { stable } => {
+                        if md.nlink() > 1 {
+                            s.links.entry(key).or_insert_with(|| cur.path.clone());
+                        }
+                        let mut e = settled(cur.clone(), racy);
+                        if !stable {
+                            // Make the next save read it again.
+                            e.mtime = (0, 0);
+                            e.ctime = (0, 0);
+                        }
+                        index.push(&e)?;
+                    }
+                }
+            }
+            Kind::Symlink => {
+                let p = cur.path.under(root);
+                let target = match std::fs::read_link(&p) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        s.warn(&cur.path.display(), "vanished during the walk; not saved");
+                        if old.last_consumed_was(&cur.path) {
+                            s.emit_ancestors()?;
+                            s.delete_record(&cur.path)?;
+                        }
+                        s.sum.entries -= 1;
+                        continue;
+                    }
+                    Err(e) => return Err(EngineError::io("read link", p, e)),
+                };
+                s.emit_ancestors()?;
+                let meta = meta_of(&md);
+                s.entry_record(
+                    tag::SYMLINK,
+                    &cur.path,
+                    &meta,
+                    Some(target.as_os_str().as_bytes()),
+                )?;
+                index.push(&settled(cur.clone(), racy))?;
+            }
+            Kind::Fifo => {
+                s.emit_ancestors()?;
+                s.entry_record(tag::FIFO, &cur.path, &meta_of(&md), None)?;
+                index.push(&settled(cur.clone(), racy))?;
+            }
+        }
+    }
+    s.flush_deleted(&mut old, None)?;
+    let records = s.out.records();
+    let mut t = Enc::default();
+    t.u64(s.sum.emitted + s.sum.deleted)
+        .u64(records)
+        .u64(s.sum.file_bytes);
+    s.out.record(tag::TRAILER, &t.0)?;
+    s.sum.stream_bytes = s.out.bytes();
+    s.out
+        .finish()?
+        .into_inner()
+        .map_err(|e| EngineError::Stream(e.into_error()))?;
+    index.finish()?;
+    Ok(s.sum)
+}
+
+enum FileOutcome {
+    Vanished,
+    Saved { stable: bool },
+}
+
+impl<W: Write> Sender<'_, W> {
+    fn warn(&mut self, path: &str, msg: &str) {
+        self.sum.warnings += 1;
+        tracing::warn!(path, "{msg}");
+        self.obs.warning(path, msg);
+    }
+
+    /// Writes the directories above the next entry that are not in the
+    /// stream yet, so the receiver can restore their mtimes after changing
+    /// their contents.
+    fn emit_ancestors(&mut self) -> Result<()> {
+        for i in 0..self.stack.len() {
+            if !self.stack[i].emitted {
+                let mut meta = self.stack[i].meta.clone();
+                meta.xattrs = read_xattrs_path(&self.stack[i].path.under(self.root));
+                let path = self.stack[i].path.clone();
+                self.entry_record(tag::DIR, &path, &meta, None)?;
+                self.stack[i].emitted = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry_record(
+        &mut self,
+        t: u8,
+        path: &RelPath,
+        meta: &Meta,
+        extra: Option<&[u8]>,
+    ) -> Result<()> {
+        let mut e = Enc::default();
+        e.bytes(path.as_bytes()).meta(meta);
+        if let Some(x) = extra {
+            e.bytes(x);
+        }
+        self.out.record(t, &e.0)?;
+        self.sum.emitted += 1;
+        Ok(())
+    }
+
+    fn delete_record(&mut self, path: &RelPath) -> Result<()> {
+        self.out
+            .record(tag::DELETE, &Enc::default().bytes(path.as_bytes()).0)?;
+        self.sum.deleted += 1;
+        Ok(())
+    }
+
+    /// Writes deletions for every base entry before `limit` (all when `None`).
+    fn flush_deleted<B: Read>(
+        &mut self,
+        old: &mut OldIndex<B>,
+        limit: Option<&RelPath>,
+    ) -> Result<()> {
+        while let Some(o) = old.peek() {
+            if limit.is_some_and(|l| o.path >= *l) {
+                break;
+            }
+            if old
+                .skip_under
+                .as_ref()
+                .is_some_and(|p| o.path.starts_with(p))
+            {
+                old.advance()?;
+                continue;
+            }
+            let (path, was_dir) = (o.path.clone(), o.kind == Kind::Dir);
+            self.stack.truncate(path.depth());
+            self.emit_ancestors()?;
+            self.delete_record(&path)?;
+            if was_dir {
+                old.skip_under = Some(path);
+            }
+            old.advance()?;
+        }
+        Ok(())
+    }
+
+    fn send_file(&mut self, rel: &RelPath, lstat: &Metadata) -> Result<FileOutcome> {
+        let path = rel.under(self.root);
+        for attempt in 1..=READ_ATTEMPTS {
+            let file = match OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+                {
+                    self.warn(
+                        &rel.display(),
+                        "vanished or replaced during the walk; not saved",
+                    );
+                    return Ok(FileOutcome::Vanished);
+                }
+                Err(e) => return Err(EngineError::io("open", path, e)),
+            };
+            let before = file
+                .metadata()
+                .map_err(|e| EngineError::io("stat", &path, e))?;
+            if !before.is_file() || (attempt == 1 && before.ino() != lstat.ino()) {
+                self.warn(&rel.display(), "replaced during the walk; not saved");
+                return Ok(FileOutcome::Vanished);
+            }
+            if attempt == 1 {
+                self.emit_ancestors()?;
+            }
+            let mut meta = meta_of(&before);
+            meta.xattrs = read_xattrs_file(&file);
+            self.entry_record(tag::FILE, rel, &meta, None)?;
+            let (n, hit_eof_early) = self.copy_file(&file, before.size(), &path)?;
+            let after = file
+                .metadata()
+                .map_err(|e| EngineError::io("stat", &path, e))?;
+            let stable = !hit_eof_early
+                && after.size() == before.size()
+                && after.mtime() == before.mtime()
+                && after.mtime_nsec() == before.mtime_nsec()
+                && after.ctime() == before.ctime()
+                && after.ctime_nsec() == before.ctime_nsec();
+            if stable || attempt == READ_ATTEMPTS {
+                self.out.record(tag::FILE_END, &Enc::default().u64(n).0)?;
+                self.sum.file_bytes += n;
+                if !stable {
+                    self.warn(
+                        &rel.display(),
+                        "changed while being read on every attempt; saved as read, it will be saved again next time",
+                    );
+                }
+                return Ok(FileOutcome::Saved { stable });
+            }
+            self.out.record(tag::FILE_ABORT, &[])?;
+            self.warn(&rel.display(), "changed while being read; reading it again");
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    /// Copies up to `size` bytes of `file` into data records. Returns the
+    /// bytes copied and whether the file ended before `size`.
+    fn copy_file(&mut self, mut file: &File, size: u64, path: &Path) -> Result<(u64, bool)> {
+        let mut done = 0u64;
+        while done < size {
+            let want = (size - done).min(self.buf.len() as u64) as usize;
+            let mut got = 0;
+            while got < want {
+                match file.read(&mut self.buf[got..want]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(EngineError::io("read", path, e)),
+                }
+            }
+            if got == 0 {
+                return Ok((done, true));
+            }
+            self.out.record(tag::DATA, &self.buf[..got])?;
+            self.obs.file_bytes(got as u64);
+            done += got as u64;
+            if got < want {
+                return Ok((done, true));
+            }
+        }
+        Ok((done, false))
+    }
+}
+
+/// The base index, read one entry ahead.
+struct OldIndex<B: Read> {
+    reader: Option<IndexReader<B>>,
+    next: Option<IndexEntry>,
+    last: Option<RelPath>,
+    skip_under: Option<RelPath>,
+}
+
+impl<B: Read> OldIndex<B> {
+    fn new(reader: Option<IndexReader<B>>) -> Result<Self> {
+        let mut s = Self {
+            reader,
+            next: None,
+            last: None,
+            skip_under: None,
+        };
+        s.next = match &mut s.reader {
+            Some(r) => r.next_entry()?,
+            None => None,
+        };
+        Ok(s)
+    }
+
+    fn peek(&self) -> Option<&IndexEntry> {
+        self.next.as_ref()
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.last = self.next.take().map(|e| e.path);
+        if let Some(r) = &mut self.reader {
+            self.next = r.next_entry()?;
+        }
+        Ok(())
+    }
+
+    fn last_consumed_was(&self, p: &RelPath) -> bool {
+        self.last.as_ref() == Some(p)
+    }
+}
+
+/// Writes the index of the tree at `root` as it is now, reading no file
+/// contents: used after a restore, so that the next save from the restored
+/// directory is an incremental.
+///
+/// # Errors
+/// When the tree cannot be walked or the sink fails.
+pub fn build_index<I: Write>(
+    root: &Path,
+    snapshot: &str,
+    opts: &SendOptions,
+    out: I,
+) -> Result<u64> {
+    let mut index = IndexWriter::new(out, snapshot)?;
+    let racy = racy_from();
+    let mut n = 0;
+    let walker = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .max_open(opts.max_open_dirs.max(1));
+    for item in walker {
+        let entry = item.map_err(|err| {
+            let path = err
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf());
+            EngineError::io(
+                "walk",
+                path,
+                err.into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk error")),
+            )
+        })?;
+        let md = entry.metadata().map_err(|err| {
+            EngineError::io(
+                "stat",
+                entry.path(),
+                err.into_io_error()
+                    .unwrap_or_else(|| io::Error::other("stat error")),
+            )
+        })?;
+        if let Some(kind) = kind_of(&md) {
+            let rel = rel_path(root, entry.path())?;
+            index.push(&settled(IndexEntry::from_metadata(rel, kind, &md), racy))?;
+            n += 1;
+        }
+    }
+    index.finish()?;
+    Ok(n)
+}
+
+/// The kind of an entry the engine keeps; `None` for sockets and devices.
+fn kind_of(md: &Metadata) -> Option<Kind> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    Some(if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else {
+        return None;
+    })
+}
+
+fn rel_path(root: &Path, p: &Path) -> Result<RelPath> {
+    let rest = p.strip_prefix(root).expect("walk stays under its root");
+    RelPath::new(rest.as_os_str().as_bytes())
+        .map_err(|why| EngineError::io("walk", p, io::Error::new(io::ErrorKind::InvalidInput, why)))
+}
+
+fn read_xattrs_file(f: &File) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let names = xattr_names_sorted(f.list_xattr()).unwrap_or_default();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            f.get_xattr(&n)
+                .ok()
+                .flatten()
+                .map(|v| (n.as_bytes().to_vec(), v))
+        })
+        .collect()
+}
+
+fn read_xattrs_path(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let names = xattr_names_sorted(xattr::list(p)).unwrap_or_default();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            xattr::get(p, &n)
+                .ok()
+                .flatten()
+                .map(|v| (n.as_bytes().to_vec(), v))
+        })
+        .collect()
+}

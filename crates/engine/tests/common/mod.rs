@@ -1,0 +1,55 @@
+//! Helpers for the engine tests: save a tree into an in-memory stream and
+//! apply a chain of streams into a fresh directory.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use strata_engine::index::IndexReader;
+use strata_engine::native::{self, SendOptions, SendSummary, StreamHeader};
+use strata_engine::{EngineError, Quiet};
+
+/// One saved snapshot: its stream and the index of the tree it saw.
+pub struct Saved {
+    pub end: String,
+    pub stream: Vec<u8>,
+    pub index: Vec<u8>,
+    pub summary: SendSummary,
+}
+
+pub fn save(root: &Path, base: Option<&Saved>, n: usize) -> Saved {
+    let end = format!("snap-{n}");
+    let header = StreamHeader {
+        start: base.map(|b| b.end.clone()),
+        end: end.clone(),
+        created_ms: 1,
+    };
+    let mut stream = Vec::new();
+    let mut index = Vec::new();
+    let reader = base.map(|b| IndexReader::new(&b.index[..]).expect("index"));
+    let summary = native::send(
+        root,
+        reader,
+        &header,
+        &SendOptions::default(),
+        &mut stream,
+        &mut index,
+        &Quiet,
+    )
+    .expect("send");
+    Saved {
+        end,
+        stream,
+        index,
+        summary,
+    }
+}
+
+pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
+    std::fs::create_dir(target).expect("mkdir target");
+    let mut holds: Option<String> = None;
+    for s in chain {
+        let r = native::receive(target, &s.stream[..], holds.as_deref(), &Quiet)?;
+        holds = Some(r.header.end);
+    }
+    Ok(())
+}
