@@ -1,0 +1,320 @@
+//! The SQLite catalog (the embedded default).
+//!
+//! One file, WAL journal, `synchronous=FULL` so a commit that returned
+//! survives a power cut, a busy timeout so several strata processes can
+//! share it. The schema version is `PRAGMA user_version`; [`MIGRATIONS`]
+//! brings an older catalog up to date in one transaction each, and a newer
+//! catalog is refused.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
+
+use crate::{Catalog, CatalogError, NewChunk, Project, ProjectSummary, Result};
+
+/// Schema migrations; entry `i` takes version `i` to version `i + 1`.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE repo (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE streams (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL REFERENCES projects(id),
+    start_snap TEXT,
+    end_snap TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    new_bytes INTEGER NOT NULL,
+    new_stored_bytes INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    host TEXT NOT NULL
+);
+CREATE INDEX streams_by_project ON streams(project, end_snap);
+CREATE TABLE chunks (
+    id BLOB PRIMARY KEY,
+    len INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE manifests (
+    stream TEXT NOT NULL REFERENCES streams(id),
+    seq INTEGER NOT NULL,
+    chunk BLOB NOT NULL,
+    len INTEGER NOT NULL,
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+"#];
+
+/// A catalog in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating and migrating as needed) the catalog at `path`.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or is newer than this build.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn)
+    }
+
+    /// A catalog in memory, for tests.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        if found > supported {
+            return Err(CatalogError::TooNew { found, supported });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Another process may have migrated meanwhile.
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i as i64 {
+                continue;
+            }
+            tx.execute_batch(sql)?;
+            if i == 0 {
+                tx.execute(
+                    "INSERT INTO repo (key, value) VALUES ('id', ?1)",
+                    params![uuid::Uuid::new_v4().to_string()],
+                )?;
+            }
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| CatalogError::Invalid(e.to_string()))
+}
+
+fn chunk_id(b: &[u8]) -> Result<ChunkId> {
+    ChunkId::from_slice(b).map_err(|e| CatalogError::Invalid(e.to_string()))
+}
+
+type StreamRow = (String, String, Option<String>, String, String, i64, i64, i64, i64, i64, String);
+
+fn stream_from_row(r: StreamRow) -> Result<StreamInfo> {
+    Ok(StreamInfo {
+        id: parse(&r.0)?,
+        project: parse(&r.1)?,
+        start: r.2.as_deref().map(parse::<SnapshotId>).transpose()?,
+        end: parse(&r.3)?,
+        engine: r.4,
+        bytes: r.5 as u64,
+        chunks: r.6 as u64,
+        new_bytes: r.7 as u64,
+        new_stored_bytes: r.8 as u64,
+        created_ms: r.9,
+        host: r.10,
+    })
+}
+
+impl Catalog for SqliteCatalog {
+    fn repo_id(&self) -> Result<String> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM repo WHERE key = 'id'", [], |r| r.get(0))?)
+    }
+
+    fn create_project(&self, name: &str, created_ms: i64) -> Result<Project> {
+        let p = Project {
+            id: ProjectId::random(),
+            name: name.to_string(),
+            created_ms,
+        };
+        let r = self.conn().execute(
+            "INSERT INTO projects (id, name, created_ms) VALUES (?1, ?2, ?3)",
+            params![p.id.to_string(), p.name, p.created_ms],
+        );
+        match r {
+            Ok(_) => Ok(p),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(CatalogError::NameTaken(name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn project_by_name(&self, name: &str) -> Result<Option<Project>> {
+        let row: Option<(String, String, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT id, name, created_ms FROM projects WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(id, name, created_ms)| {
+            Ok(Project {
+                id: parse(&id)?,
+                name,
+                created_ms,
+            })
+        })
+        .transpose()
+    }
+
+    fn project(&self, id: ProjectId) -> Result<Option<Project>> {
+        let row: Option<(String, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT name, created_ms FROM projects WHERE id = ?1",
+                params![id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(name, created_ms)| Project { id, name, created_ms }))
+    }
+
+    fn projects(&self) -> Result<Vec<ProjectSummary>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT p.id, p.name, p.created_ms, COUNT(s.id), MAX(s.end_snap),
+                    COALESCE(SUM(s.bytes), 0), COALESCE(SUM(s.new_stored_bytes), 0)
+             FROM projects p LEFT JOIN streams s ON s.project = p.id
+             GROUP BY p.id ORDER BY p.name",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, created_ms, n, newest, bytes, stored) = row?;
+            out.push(ProjectSummary {
+                project: Project {
+                    id: parse(&id)?,
+                    name,
+                    created_ms,
+                },
+                streams: n as u64,
+                newest: newest.as_deref().map(parse).transpose()?,
+                bytes: bytes as u64,
+                stored_bytes: stored as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
+        Ok(st.exists(params![&id.0[..]])?)
+    }
+
+    fn commit_stream(&self, s: &StreamInfo, manifest: &[ManifestEntry], new_chunks: &[NewChunk]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks (id, len, stored_len, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for c in new_chunks {
+                ins.execute(params![&c.id.0[..], c.len, c.stored_len, s.created_ms])?;
+            }
+            tx.execute(
+                "INSERT INTO streams (id, project, start_snap, end_snap, engine, bytes, chunks,
+                                      new_bytes, new_stored_bytes, created_ms, host)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    s.id.to_string(),
+                    s.project.to_string(),
+                    s.start.as_ref().map(|x| x.to_string()),
+                    s.end.to_string(),
+                    s.engine,
+                    s.bytes as i64,
+                    s.chunks as i64,
+                    s.new_bytes as i64,
+                    s.new_stored_bytes as i64,
+                    s.created_ms,
+                    s.host,
+                ],
+            )?;
+            let mut m = tx.prepare_cached("INSERT INTO manifests (stream, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)")?;
+            let sid = s.id.to_string();
+            for (i, e) in manifest.iter().enumerate() {
+                m.execute(params![sid, i as i64, &e.id.0[..], e.len])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, project, start_snap, end_snap, engine, bytes, chunks, new_bytes,
+                    new_stored_bytes, created_ms, host
+             FROM streams WHERE project = ?1 ORDER BY end_snap, created_ms",
+        )?;
+        let rows = st.query_map(params![project.to_string()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+            ))
+        })?;
+        rows.map(|r| stream_from_row(r?)).collect()
+    }
+
+    fn manifest_page(&self, stream: StreamId, from: u64, limit: u32) -> Result<Vec<ManifestEntry>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT chunk, len FROM manifests WHERE stream = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![stream.to_string(), from as i64, limit], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?))
+        })?;
+        rows.map(|r| {
+            let (id, len) = r?;
+            Ok(ManifestEntry { id: chunk_id(&id)?, len })
+        })
+        .collect()
+    }
+}

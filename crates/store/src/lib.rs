@@ -1,0 +1,95 @@
+//! Chunk stores: where chunk bytes live, keyed by [`ChunkId`].
+//!
+//! A store is immutable and content-addressed: `put` of an id that exists
+//! writes the same bytes again, so every call is idempotent and safe to
+//! retry. The bytes a store keeps are already encoded (compressed, checked)
+//! by `strata-chunk`; a store never looks inside them.
+//!
+//! Backends: [`FileStore`] (the embedded default, a local directory) and
+//! [`MemoryStore`] (tests). Listings come back in id order, one page at a
+//! time, so a scan of millions of chunks keeps memory flat.
+
+mod file;
+mod memory;
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+
+use std::io;
+use std::path::PathBuf;
+
+use strata_core::ChunkId;
+
+/// A result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The chunk is not in the store.
+    #[error("chunk {0} is missing from the chunk store")]
+    NotFound(ChunkId),
+    /// The local file system failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the device is out of space (the operation will not succeed
+    /// by retrying).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+/// Where chunk bytes live.
+pub trait ChunkStore: Send + Sync {
+    /// Stores `data` under `id`, replacing nothing that differs (ids are
+    /// content hashes). When it returns, the chunk is written; it is durable
+    /// after the next [`ChunkStore::flush`].
+    ///
+    /// # Errors
+    /// When the backend fails (a full disk, say).
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()>;
+
+    /// The stored bytes of `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when absent, or a backend error.
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
+
+    /// The stored size of `id`, `None` when absent.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn size(&self, id: &ChunkId) -> Result<Option<u64>>;
+
+    /// Removes `id`; removing an absent chunk is not an error.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn delete(&self, id: &ChunkId) -> Result<()>;
+
+    /// Up to `limit` ids greater than `after` (all when `None`), in id order.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>>;
+
+    /// Makes every chunk put so far durable.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn flush(&self) -> Result<()>;
+
+    /// Where the store is, for messages.
+    fn describe(&self) -> String;
+}
