@@ -1,0 +1,99 @@
+//! Arguments, dispatch and exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use strata_repo::{ErrorKind, Repository};
+
+use crate::commands;
+use crate::output::Output;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also when stdout is closed early, as by `| head`)
+  1  system failure: I/O, full disk, permissions, database
+  2  bad request: unknown project or snapshot, occupied target, bad arguments or config
+  3  corrupt or hostile data: a chunk that fails its hash, a damaged or malicious stream
+
+Environment:
+  STRATA_REPO       repository directory (default ~/.local/share/strata)
+  STRATA_STATE_DIR  this host's local state (default ~/.local/state/strata)
+  STRATA_CHUNKS     chunk store URL overriding strata.toml (file:///path)
+  STRATA_CATALOG    catalog URL overriding strata.toml (sqlite:///path)
+  STRATA_LOG        log filter for stderr (e.g. debug)";
+
+/// strata: project directories as chains of deduplicated snapshot streams.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Repository directory; created on first use.
+    #[arg(long, global = true, env = "STRATA_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Print one JSON object per line on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// No progress bars or progress lines.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save a directory: a full stream the first time, then incrementals.
+    Save(commands::save::Args),
+    /// Restore a project's newest (or a given) snapshot into a new directory.
+    Restore(commands::restore::Args),
+    /// List projects.
+    Projects,
+    /// Show a project's streams: the chain that rebuilds its snapshots.
+    Streams(commands::streams::Args),
+}
+
+/// Runs the command line; returns the exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let filter = std::env::var("STRATA_LOG").unwrap_or_else(|_| "error".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let out = Output::new(cli.json, cli.quiet, cli.no_progress);
+    match dispatch(&cli, &out) {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = match e.downcast_ref::<strata_repo::Error>().map(strata_repo::Error::kind) {
+                Some(ErrorKind::Input) => 2,
+                Some(ErrorKind::Corrupt) => 3,
+                _ => 1,
+            };
+            out.error(&e);
+            code
+        }
+    }
+}
+
+fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
+    let path = match &cli.repo {
+        Some(p) => p.clone(),
+        None => strata_repo::repository::default_path()?,
+    };
+    let quiet = cli.quiet;
+    let repo = Repository::open_or_create(&path, &|p| {
+        if !quiet {
+            eprintln!("strata: created a new repository at {}", p.display());
+        }
+    })?;
+    match &cli.command {
+        Command::Save(a) => commands::save::run(&repo, a, out),
+        Command::Restore(a) => commands::restore::run(&repo, a, out),
+        Command::Projects => commands::projects::run(&repo, out),
+        Command::Streams(a) => commands::streams::run(&repo, a, out),
+    }
+}

@@ -1,0 +1,140 @@
+//! Where output goes: data on stdout (text or one JSON object per line),
+//! logs, warnings and progress on stderr. A closed stdout ends the process
+//! quietly with exit code 0.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Output settings and the progress display.
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+    bar: Option<ProgressBar>,
+    plain: Option<Mutex<(Instant, u64, Option<u64>, String)>>,
+}
+
+impl Output {
+    pub fn new(json: bool, quiet: bool, no_progress: bool) -> Self {
+        let show = !json && !quiet && !no_progress;
+        let tty = std::io::stderr().is_terminal();
+        let bar = (show && tty).then(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        let plain = (show && !tty).then(|| Mutex::new((Instant::now(), 0, None, String::new())));
+        Self { json, quiet, bar, plain }
+    }
+
+    /// Prints a line of data on stdout.
+    pub fn line(&self, text: &str) {
+        if self.quiet && !self.json {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }
+
+    /// Prints a JSON object (one line) on stdout.
+    pub fn json(&self, v: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{v}").and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }
+
+    /// Reports an error on stderr (and as JSON on stdout with `--json`).
+    pub fn error(&self, e: &anyhow::Error) {
+        self.finish_progress();
+        let text = format!("{e:#}");
+        if self.json {
+            self.json(serde_json::json!({"event": "error", "message": text}));
+        }
+        eprintln!("strata: error: {text}");
+    }
+
+    pub fn finish_progress(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl strata_repo::Progress for Output {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        if let Some(b) = &self.bar {
+            b.reset();
+            match total {
+                Some(t) => {
+                    b.set_length(t);
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
+                    );
+                }
+                None => {
+                    b.unset_length();
+                    b.set_style(
+                        ProgressStyle::with_template("{msg:>8} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}")
+                            .expect("template"),
+                    );
+                }
+            }
+            b.set_message(name.to_string());
+        }
+        if let Some(p) = &self.plain {
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            *p = (Instant::now(), 0, total, name.to_string());
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+        if let Some(p) = &self.plain {
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            p.1 += bytes;
+            if p.0.elapsed() >= Duration::from_secs(5) {
+                let total = p.2.map(|t| format!(" of {}", human(t))).unwrap_or_default();
+                eprintln!("strata: {} {}{total}", p.3, human(p.1));
+                p.0 = Instant::now();
+            }
+        }
+    }
+
+    fn warning(&self, path: &str, message: &str) {
+        if self.json {
+            self.json(serde_json::json!({"event": "warning", "path": path, "message": message}));
+        } else if !self.quiet {
+            let text = format!("strata: warning: {path}: {message}");
+            match &self.bar {
+                Some(b) => b.println(text),
+                None => eprintln!("{text}"),
+            }
+        }
+    }
+}
+
+/// Bytes for people: `1.5 GiB`.
+pub fn human(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}
+
+/// A rate in MB/s.
+pub fn rate(bytes: u64, d: Duration) -> String {
+    let s = d.as_secs_f64().max(1e-6);
+    format!("{:.1} MB/s", bytes as f64 / s / 1e6)
+}

@@ -1,0 +1,198 @@
+//! Repository configuration: `strata.toml` in the repository directory,
+//! overridden by environment variables, defaulted entirely for the embedded
+//! repository. Backend locations are URLs parsed once into enums.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_chunk::ChunkerConfig;
+
+use crate::error::{Error, Result};
+
+/// Name of the configuration file inside a repository directory.
+pub const CONFIG_FILE: &str = "strata.toml";
+/// The configuration format version this build writes and reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// `strata.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RepoConfig {
+    /// Format version of this file.
+    pub version: u32,
+    /// Chunking; fixed when the repository is created.
+    pub chunker: ChunkerSection,
+    /// Where chunks and catalog live; defaults inside the repository.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[chunker]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ChunkerSection {
+    /// FastCDC minimum chunk size in bytes.
+    pub min_size: u32,
+    /// FastCDC average chunk size in bytes.
+    pub avg_size: u32,
+    /// FastCDC maximum chunk size in bytes.
+    pub max_size: u32,
+    /// zstd level.
+    pub zstd_level: i32,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageSection {
+    /// Chunk store URL (`file:///path`); default `<repo>/chunks`.
+    pub chunks: Option<String>,
+    /// Catalog URL (`sqlite:///path`); default `<repo>/catalog.sqlite`.
+    pub catalog: Option<String>,
+}
+
+impl Default for RepoConfig {
+    fn default() -> Self {
+        let c = ChunkerConfig::default();
+        Self {
+            version: CONFIG_VERSION,
+            chunker: ChunkerSection {
+                min_size: c.min_size,
+                avg_size: c.avg_size,
+                max_size: c.max_size,
+                zstd_level: c.zstd_level,
+            },
+            storage: StorageSection::default(),
+        }
+    }
+}
+
+impl RepoConfig {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file and what is wrong.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bad = |why: String| Error::Config {
+            path: path.to_path_buf(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let cfg: RepoConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if cfg.version != CONFIG_VERSION {
+            return Err(bad(format!(
+                "version {} is not supported by this strata (it reads version {CONFIG_VERSION})",
+                cfg.version
+            )));
+        }
+        let c = &cfg.chunker;
+        let ok = 64 <= c.min_size
+            && c.min_size <= c.avg_size
+            && c.avg_size <= c.max_size
+            && c.avg_size <= 4 << 20
+            && c.max_size <= strata_chunk::codec::MAX_CHUNK
+            && (1..=22).contains(&c.zstd_level);
+        if !ok {
+            return Err(bad(
+                "[chunker] needs 64 <= min-size <= avg-size <= max-size, avg-size <= 4 MiB, max-size <= 16 MiB, zstd-level 1..=22".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// The chunker settings.
+    pub fn chunker(&self) -> ChunkerConfig {
+        ChunkerConfig {
+            min_size: self.chunker.min_size,
+            avg_size: self.chunker.avg_size,
+            max_size: self.chunker.max_size,
+            zstd_level: self.chunker.zstd_level,
+        }
+    }
+}
+
+/// Where chunks live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunksUrl {
+    /// A local directory.
+    File(PathBuf),
+}
+
+/// Where the catalog lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogUrl {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+fn local_path(url: &str, scheme: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix(scheme)?.strip_prefix("://")?;
+    rest.starts_with('/').then(|| PathBuf::from(rest))
+}
+
+impl ChunksUrl {
+    /// Parses a chunk store URL.
+    ///
+    /// # Errors
+    /// [`Error::Input`] saying which forms are accepted.
+    pub fn parse(url: &str) -> Result<Self> {
+        if let Some(p) = local_path(url, "file") {
+            return Ok(ChunksUrl::File(p));
+        }
+        let scheme = url.split("://").next().unwrap_or("");
+        Err(Error::Input(if scheme == "s3" {
+            format!("chunk store {url:?}: S3 stores are not part of this build yet; use file:///absolute/path")
+        } else {
+            format!("chunk store {url:?}: expected file:///absolute/path")
+        }))
+    }
+}
+
+impl CatalogUrl {
+    /// Parses a catalog URL.
+    ///
+    /// # Errors
+    /// [`Error::Input`] saying which forms are accepted.
+    pub fn parse(url: &str) -> Result<Self> {
+        if let Some(p) = local_path(url, "sqlite") {
+            return Ok(CatalogUrl::Sqlite(p));
+        }
+        let scheme = url.split("://").next().unwrap_or("");
+        Err(Error::Input(if scheme.starts_with("postgres") {
+            format!("catalog {url:?}: PostgreSQL catalogs are not part of this build yet; use sqlite:///absolute/path")
+        } else {
+            format!("catalog {url:?}: expected sqlite:///absolute/path")
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(ChunksUrl::parse("file:///x/y").unwrap(), ChunksUrl::File("/x/y".into()));
+        assert!(ChunksUrl::parse("file://relative").is_err());
+        assert!(ChunksUrl::parse("s3://b").unwrap_err().to_string().contains("S3"));
+        assert_eq!(CatalogUrl::parse("sqlite:///c.db").unwrap(), CatalogUrl::Sqlite("/c.db".into()));
+        assert!(CatalogUrl::parse("postgres://h/db").is_err());
+    }
+
+    #[test]
+    fn config_round_trip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(CONFIG_FILE);
+        std::fs::write(&p, toml::to_string(&RepoConfig::default()).unwrap()).unwrap();
+        assert_eq!(RepoConfig::load(&p).unwrap(), RepoConfig::default());
+        std::fs::write(&p, "version = 1\nbogus = 2\n").unwrap();
+        let e = RepoConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("strata.toml"), "{e}");
+        std::fs::write(
+            &p,
+            "version = 1\n[chunker]\nmin-size = 10\navg-size = 5\nmax-size = 1\nzstd-level = 3\n",
+        )
+        .unwrap();
+        assert!(RepoConfig::load(&p).is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! The public error of strata operations. Its [`ErrorKind`] tells the caller
+//! what to do: fix the input, treat the data as corrupt, or look at the
+//! system (disk, permissions).
+
+use std::path::PathBuf;
+
+/// A result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong: unknown project, target exists, bad config.
+    Input,
+    /// Data in the repository or a stream is damaged or hostile.
+    Corrupt,
+    /// The system failed: I/O, full disk, database.
+    System,
+}
+
+/// An error of a strata operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Input(String),
+    /// A repository configuration file is wrong.
+    #[error("configuration {path}: {why}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Damaged or hostile data, with where it was found.
+    #[error("{context}: {source}")]
+    Corrupt {
+        /// Project and stream, for example.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A system failure, with what was being done.
+    #[error("{context}: {source}")]
+    System {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// What the caller should do.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Input(_) | Error::Config { .. } => ErrorKind::Input,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::System { .. } => ErrorKind::System,
+        }
+    }
+
+    pub(crate) fn system(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::System {
+            context: context.into(),
+            source: Box::new(e),
+        }
+    }
+
+    pub(crate) fn corrupt(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Corrupt {
+            context: context.into(),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<strata_catalog::CatalogError> for Error {
+    fn from(e: strata_catalog::CatalogError) -> Self {
+        match e {
+            strata_catalog::CatalogError::NameTaken(_) => Error::Input(e.to_string()),
+            strata_catalog::CatalogError::Invalid(_) => Error::corrupt("catalog", e),
+            _ => Error::system("catalog", e),
+        }
+    }
+}
+
+impl From<strata_store::StoreError> for Error {
+    fn from(e: strata_store::StoreError) -> Self {
+        Error::system("chunk store", e)
+    }
+}

@@ -1,0 +1,21 @@
+//! strata repositories and the operations on them.
+//!
+//! A [`Repository`] joins a chunk store and a catalog under one
+//! configuration ([`config`]); [`save()`] and [`restore()`] run the engine and
+//! the chunk pipeline against it; [`worktree`] keeps, per host, which
+//! project and snapshot each local directory holds, so that the next save
+//! from it is an incremental.
+
+pub mod config;
+pub mod error;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod save;
+pub mod worktree;
+
+pub use error::{Error, ErrorKind, Result};
+pub use progress::{NoProgress, Progress};
+pub use repository::Repository;
+pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use save::{SaveOptions, SaveReport, save};

@@ -1,0 +1,133 @@
+//! Opening (and on first use creating) a repository.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_catalog::{Catalog, SqliteCatalog};
+use strata_core::{Clock, SystemClock};
+use strata_store::{ChunkStore, FileStore};
+
+use crate::config::{CONFIG_FILE, CatalogUrl, ChunksUrl, RepoConfig};
+use crate::error::{Error, Result};
+
+/// A chunk store and a catalog under one configuration.
+pub struct Repository {
+    /// The repository directory (holds `strata.toml`).
+    pub path: PathBuf,
+    /// Its configuration.
+    pub config: RepoConfig,
+    /// Where chunks live.
+    pub store: Box<dyn ChunkStore>,
+    /// Where metadata lives.
+    pub catalog: Box<dyn Catalog>,
+    /// The repository's id (from the catalog).
+    pub id: String,
+    /// The clock snapshot ids and times come from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("path", &self.path)
+            .field("store", &self.store.describe())
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// The repository used when none is named: `$STRATA_REPO`, else
+/// `<data dir>/strata` (`~/.local/share/strata` on Linux).
+///
+/// # Errors
+/// When there is no home directory to put it in.
+pub fn default_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("STRATA_REPO").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    dirs::data_dir()
+        .map(|d| d.join("strata"))
+        .ok_or_else(|| Error::Input("no data directory (set STRATA_REPO or HOME)".into()))
+}
+
+impl Repository {
+    /// Opens the repository at `path`, creating it first if it does not
+    /// exist; `on_create` is told when that happens.
+    ///
+    /// Environment overrides: `STRATA_CHUNKS` (a chunk store URL) and
+    /// `STRATA_CATALOG` (a catalog URL) win over `strata.toml`.
+    ///
+    /// # Errors
+    /// A configuration, store or catalog error naming what failed.
+    pub fn open_or_create(path: &Path, on_create: &dyn Fn(&Path)) -> Result<Self> {
+        let cfg_path = path.join(CONFIG_FILE);
+        let config = if cfg_path.exists() {
+            RepoConfig::load(&cfg_path)?
+        } else {
+            std::fs::create_dir_all(path).map_err(|e| Error::system(format!("create repository {}", path.display()), e))?;
+            let config = RepoConfig::default();
+            let text = toml::to_string(&config).expect("config serialises");
+            let tmp = path.join(format!(".{CONFIG_FILE}.tmp"));
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, &cfg_path))
+                .map_err(|e| Error::system(format!("write {}", cfg_path.display()), e))?;
+            on_create(path);
+            config
+        };
+        let chunks_url = std::env::var("STRATA_CHUNKS")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| config.storage.chunks.clone());
+        let store: Box<dyn ChunkStore> = match chunks_url {
+            Some(u) => match ChunksUrl::parse(&u)? {
+                ChunksUrl::File(p) => Box::new(FileStore::open(p)?),
+            },
+            None => Box::new(FileStore::open(path.join("chunks"))?),
+        };
+        let catalog_url = std::env::var("STRATA_CATALOG")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| config.storage.catalog.clone());
+        let catalog_path = match catalog_url {
+            Some(u) => match CatalogUrl::parse(&u)? {
+                CatalogUrl::Sqlite(p) => p,
+            },
+            None => path.join("catalog.sqlite"),
+        };
+        let catalog = SqliteCatalog::open(&catalog_path)?;
+        let id = catalog.repo_id()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            store,
+            catalog: Box::new(catalog),
+            id,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The project named `name` (or with that id).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when there is none.
+    pub fn project(&self, name: &str) -> Result<strata_catalog::Project> {
+        if let Some(p) = self.catalog.project_by_name(name)? {
+            return Ok(p);
+        }
+        if let Ok(id) = name.parse()
+            && let Some(p) = self.catalog.project(id)?
+        {
+            return Ok(p);
+        }
+        Err(Error::Input(format!(
+            "no project named {name:?} in {} (see `strata projects`)",
+            self.path.display()
+        )))
+    }
+}

@@ -1,0 +1,230 @@
+//! `restore`: rebuild a snapshot into a new directory.
+//!
+//! The chain is applied into a staging directory next to the target
+//! (`.strata-restore-*`), which is renamed onto the target only when every
+//! stream applied cleanly; a failed or interrupted restore never leaves a
+//! target that looks complete. The restored directory then remembers its
+//! project and snapshot in local state, so saving it again is incremental.
+
+use std::fs;
+use std::io::BufWriter;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strata_catalog::Project;
+use strata_core::{SnapshotId, StreamInfo, apply_plan};
+use strata_engine::native::{self, SendOptions};
+
+use crate::error::{Error, Result};
+use crate::progress::{EngineObserver, Progress};
+use crate::repository::Repository;
+use crate::worktree::{Worktree, WorktreeState};
+
+/// Settings for [`restore`].
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The snapshot to restore; default the newest reachable one.
+    pub snapshot: Option<SnapshotId>,
+    /// Worker threads fetching chunks (default: one per core, at least 4).
+    pub workers: Option<usize>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// The project.
+    pub project: Project,
+    /// The snapshot restored.
+    pub snapshot: SnapshotId,
+    /// The streams applied, in order.
+    pub streams: Vec<StreamInfo>,
+    /// Stream bytes applied.
+    pub bytes: u64,
+    /// The target directory.
+    pub target: PathBuf,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Restores `project` into `target`, which must not exist or be an empty
+/// directory.
+///
+/// # Errors
+/// [`Error::Input`] for an unknown project or snapshot or an occupied
+/// target; [`Error::Corrupt`] naming project, stream and chunk or entry for
+/// damaged or hostile data; system errors otherwise. The target is untouched
+/// on error.
+pub fn restore(
+    repo: &Repository,
+    project: &str,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let project = repo.project(project)?;
+    let streams = repo.catalog.streams(project.id)?;
+    let plan: Vec<StreamInfo> = apply_plan(&streams, opts.snapshot.as_ref())
+        .map_err(|e| match e {
+            strata_core::PlanError::UnknownSnapshot(_) | strata_core::PlanError::Empty => {
+                Error::Input(format!("project {:?}: {e}", project.name))
+            }
+            other => Error::corrupt(format!("project {:?}", project.name), other),
+        })?
+        .into_iter()
+        .cloned()
+        .collect();
+    let snapshot = plan.last().expect("a plan has a stream").end.clone();
+
+    match fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::Input(format!(
+                    "restore target {} exists and is not empty",
+                    target.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Input(format!("restore target {}: {e}", target.display())));
+        }
+    }
+    let name = target
+        .file_name()
+        .ok_or_else(|| Error::Input(format!("restore target {} has no name", target.display())))?;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::system(format!("create {}", parent.display()), e))?;
+    let staging = parent.join(format!(
+        ".strata-restore-{}-{}",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    fs::create_dir(&staging).map_err(|e| Error::system(format!("create {}", staging.display()), e))?;
+    let applied = apply_chain(repo, &project, &plan, &staging, opts, progress);
+    if let Err(e) = applied {
+        remove_tree(&staging);
+        return Err(e);
+    }
+    // rename(2) replaces an empty target directory atomically.
+    if let Err(e) = fs::rename(&staging, target) {
+        remove_tree(&staging);
+        return Err(Error::system(format!("move the restore into {}", target.display()), e));
+    }
+    let target = fs::canonicalize(target).map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
+    remember(repo, &project, &snapshot, &target)?;
+    Ok(RestoreReport {
+        project,
+        snapshot,
+        bytes: plan.iter().map(|s| s.bytes).sum(),
+        streams: plan,
+        target,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn apply_chain(
+    repo: &Repository,
+    project: &Project,
+    plan: &[StreamInfo],
+    staging: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let workers = opts.workers.unwrap_or_else(|| strata_chunk::default_workers().max(4));
+    let total: u64 = plan.iter().map(|s| s.bytes).sum();
+    progress.phase("restore", Some(total));
+    let mut holds: Option<String> = None;
+    for stream in plan {
+        let context = format!("project {:?}, stream {} ({})", project.name, stream.id, stream.end);
+        let mut pages = |from: u64| {
+            repo.catalog
+                .manifest_page(stream.id, from, 1024)
+                .map_err(|e| e.to_string())
+        };
+        let counted = Counted(progress);
+        let result = strata_chunk::restore_stream(repo.store.as_ref(), &mut pages, workers, workers * 2 + 2, |r| {
+            native::receive(staging, CountingReader { inner: r, progress: &counted }, holds.as_deref(), &EngineObserver(progress))
+        });
+        match result {
+            Ok(summary) => holds = Some(summary.header.end),
+            Err(strata_engine::EngineError::Stream(io)) => {
+                // A chunk that could not be read: name it.
+                if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<strata_chunk::ChunkError>()) {
+                    let text = inner.to_string();
+                    return Err(match inner {
+                        strata_chunk::ChunkError::Store(strata_store::StoreError::Io { .. }) => {
+                            Error::system(context, std::io::Error::other(text))
+                        }
+                        _ => Error::corrupt(context, std::io::Error::other(text)),
+                    });
+                }
+                return Err(Error::system(context, io));
+            }
+            Err(e) if e.is_bad_input() => return Err(Error::corrupt(context, e)),
+            Err(e) => return Err(Error::system(context, e)),
+        }
+    }
+    Ok(())
+}
+
+struct Counted<'a>(&'a dyn Progress);
+
+struct CountingReader<'a, 'b> {
+    inner: &'a mut dyn std::io::Read,
+    progress: &'a Counted<'b>,
+}
+
+impl std::io::Read for CountingReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.0.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Records that `target` holds `snapshot` of `project`, with its index.
+fn remember(repo: &Repository, project: &Project, snapshot: &SnapshotId, target: &Path) -> Result<()> {
+    let mut wt = Worktree::open(&repo.id, target)?;
+    wt.lock(target)?;
+    // Let the files just written leave the engine's racy window, so the
+    // index trusts their timestamps and the next save sends only changes.
+    std::thread::sleep(Duration::from_millis(60));
+    let tmp = wt.temp_index_path();
+    let file = fs::File::create(&tmp).map_err(|e| Error::system(format!("create {}", tmp.display()), e))?;
+    let built = native::build_index(target, snapshot.as_str(), &SendOptions::default(), BufWriter::new(file));
+    if let Err(e) = built {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::system(format!("index {}", target.display()), e));
+    }
+    wt.record(
+        &WorktreeState {
+            path: target.to_path_buf(),
+            repo_id: repo.id.clone(),
+            project_id: project.id.to_string(),
+            project_name: project.name.clone(),
+            snapshot: snapshot.to_string(),
+        },
+        &tmp,
+    )
+}
+
+/// Removes a staging tree, read-only directories included.
+fn remove_tree(p: &Path) {
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(md) = fs::symlink_metadata(&d)
+            && md.is_dir()
+        {
+            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(p);
+}

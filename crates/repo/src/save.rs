@@ -1,0 +1,247 @@
+//! `save`: a full or incremental snapshot stream of a directory.
+//!
+//! Protocol: walk and stream (engine thread) → chunk, dedupe, upload
+//! (pipeline) → flush the store → one catalog transaction commits stream,
+//! manifest and new chunks → the directory's local state records the new
+//! snapshot and its index. A failure before the commit leaves the catalog
+//! as it was.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strata_catalog::{NewChunk, Project};
+use strata_chunk::pipe::pipe;
+use strata_chunk::save_stream;
+use strata_core::{SnapshotId, StreamId, StreamInfo};
+use strata_engine::index::IndexReader;
+use strata_engine::native::{self, SendOptions, SendSummary, StreamHeader};
+
+use crate::error::{Error, Result};
+use crate::progress::{EngineObserver, Progress};
+use crate::repository::Repository;
+use crate::worktree::{Worktree, WorktreeState};
+
+/// Settings for [`save`].
+#[derive(Debug, Clone, Default)]
+pub struct SaveOptions {
+    /// The project to save into; default: the one this directory was saved
+    /// or restored as, else a new project named after the directory.
+    pub project: Option<String>,
+    /// Worker threads for compression and upload (default: one per core).
+    pub workers: Option<usize>,
+    /// The host name recorded with the stream (default: this host's).
+    pub host: Option<String>,
+}
+
+/// What a save did.
+#[derive(Debug, Clone)]
+pub struct SaveReport {
+    /// The project.
+    pub project: Project,
+    /// True when this save created the project.
+    pub created_project: bool,
+    /// The committed stream.
+    pub stream: StreamInfo,
+    /// What the engine sent.
+    pub sent: SendSummary,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// Saves the directory `dir` into `repo`.
+///
+/// # Errors
+/// [`Error::Input`] for a missing directory, a project name already taken
+/// by another directory, or a save of the same directory already running;
+/// system errors naming the file, chunk or catalog call that failed.
+pub fn save(repo: &Repository, dir: &Path, opts: &SaveOptions, progress: &dyn Progress) -> Result<SaveReport> {
+    let started = Instant::now();
+    let dir: PathBuf = std::fs::canonicalize(dir)
+        .map_err(|e| Error::Input(format!("cannot save {}: {e}", dir.display())))?;
+    if !dir.is_dir() {
+        return Err(Error::Input(format!("cannot save {}: not a directory", dir.display())));
+    }
+    let mut wt = Worktree::open(&repo.id, &dir)?;
+    wt.lock(&dir)?;
+    let state = wt.load()?;
+    let (project, created_project) = pick_project(repo, &dir, state.as_ref(), opts)?;
+
+    // The base: what this directory held, if the catalog still has it.
+    let streams = repo.catalog.streams(project.id)?;
+    let base = state
+        .as_ref()
+        .filter(|s| s.project_id == project.id.to_string())
+        .and_then(|s| s.snapshot.parse::<SnapshotId>().ok())
+        .filter(|snap| streams.iter().any(|s| s.end == *snap))
+        .filter(|_| wt.index_path().exists());
+    let index_reader = match &base {
+        Some(_) => {
+            let f = File::open(wt.index_path())
+                .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
+            match IndexReader::new(BufReader::new(f)) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    progress.warning(&dir.display().to_string(), &format!("local index unusable ({e}); saving a full stream"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let base = if index_reader.is_some() { base } else { None };
+
+    let end = SnapshotId::generate(repo.clock.as_ref());
+    let header = StreamHeader {
+        start: base.as_ref().map(ToString::to_string),
+        end: end.to_string(),
+        created_ms: repo.clock.now_ms(),
+    };
+    let index_tmp = wt.temp_index_path();
+    let result = run_pipeline(repo, &dir, index_reader, &header, &index_tmp, opts, progress);
+    let (sent, stored) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&index_tmp);
+            return Err(e);
+        }
+    };
+    repo.store.flush()?;
+    let new_bytes = stored.new_chunks.iter().map(|c| u64::from(c.1)).sum();
+    let new_stored_bytes = stored.new_chunks.iter().map(|c| u64::from(c.2)).sum();
+    let stream = StreamInfo {
+        id: StreamId::random(),
+        project: project.id,
+        start: base,
+        end: end.clone(),
+        engine: "native".into(),
+        bytes: stored.bytes,
+        chunks: stored.manifest.len() as u64,
+        new_bytes,
+        new_stored_bytes,
+        created_ms: repo.clock.now_ms(),
+        host: opts.host.clone().unwrap_or_else(hostname),
+    };
+    let new_chunks: Vec<NewChunk> = stored
+        .new_chunks
+        .iter()
+        .map(|&(id, len, stored_len)| NewChunk { id, len, stored_len })
+        .collect();
+    if let Err(e) = repo.catalog.commit_stream(&stream, &stored.manifest, &new_chunks) {
+        let _ = std::fs::remove_file(&index_tmp);
+        return Err(e.into());
+    }
+    wt.record(
+        &WorktreeState {
+            path: dir.clone(),
+            repo_id: repo.id.clone(),
+            project_id: project.id.to_string(),
+            project_name: project.name.clone(),
+            snapshot: end.to_string(),
+        },
+        &index_tmp,
+    )?;
+    Ok(SaveReport {
+        project,
+        created_project,
+        stream,
+        sent,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn pick_project(
+    repo: &Repository,
+    dir: &Path,
+    state: Option<&WorktreeState>,
+    opts: &SaveOptions,
+) -> Result<(Project, bool)> {
+    let recorded = match state {
+        Some(s) => match s.project_id.parse() {
+            Ok(id) => repo.catalog.project(id)?,
+            Err(_) => None,
+        },
+        None => None,
+    };
+    match (&opts.project, recorded) {
+        (None, Some(p)) => Ok((p, false)),
+        (Some(name), Some(p)) if *name == p.name || *name == p.id.to_string() => Ok((p, false)),
+        (Some(name), Some(p)) => Err(Error::Input(format!(
+            "{} holds project {:?}; it cannot be saved as {name:?} (restore {name:?} elsewhere, or save another directory)",
+            dir.display(),
+            p.name
+        ))),
+        (Some(name), None) => match repo.catalog.project_by_name(name)? {
+            Some(p) => Ok((p, false)),
+            None => Ok((repo.catalog.create_project(name, repo.clock.now_ms())?, true)),
+        },
+        (None, None) => {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "root".into());
+            if repo.catalog.project_by_name(&name)?.is_some() {
+                return Err(Error::Input(format!(
+                    "a project named {name:?} already exists and {} is not known to hold it; \
+                     pass --project {name} to save this directory into it, or --project OTHER-NAME",
+                    dir.display()
+                )));
+            }
+            Ok((repo.catalog.create_project(&name, repo.clock.now_ms())?, true))
+        }
+    }
+}
+
+type Stored = strata_chunk::SaveOutput;
+
+fn run_pipeline(
+    repo: &Repository,
+    dir: &Path,
+    base: Option<IndexReader<BufReader<File>>>,
+    header: &StreamHeader,
+    index_tmp: &Path,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> Result<(SendSummary, Stored)> {
+    let index_file =
+        File::create(index_tmp).map_err(|e| Error::system(format!("create {}", index_tmp.display()), e))?;
+    let workers = opts.workers.unwrap_or_else(strata_chunk::default_workers);
+    let cfg = repo.config.chunker();
+    progress.phase("save", None);
+    std::thread::scope(|s| {
+        let (writer, reader) = pipe(4);
+        let observer = EngineObserver(progress);
+        let sender = s.spawn(move || {
+            let obs = observer;
+            native::send(
+                dir,
+                base,
+                header,
+                &SendOptions::default(),
+                writer,
+                BufWriter::with_capacity(1 << 16, index_file),
+                &obs,
+            )
+        });
+        let known = |id: &strata_core::ChunkId| repo.catalog.has_chunk(id).map_err(|e| e.to_string());
+        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers, &|n| progress.advance(n));
+        let sent = sender.join().expect("the send thread does not panic");
+        // The engine's error explains a pipeline that saw the pipe close.
+        let sent = sent.map_err(|e| {
+            if e.is_bad_input() {
+                Error::corrupt(format!("saving {}", dir.display()), e)
+            } else {
+                Error::system(format!("saving {}", dir.display()), e)
+            }
+        })?;
+        let stored = stored.map_err(|e| Error::system(format!("storing the stream of {}", dir.display()), e))?;
+        Ok((sent, stored))
+    })
+}
