@@ -234,6 +234,21 @@ impl<R: Read> RecordReader<R> {
         self.records
     }
 
+    /// True when the input has no byte left.
+    ///
+    /// # Errors
+    /// When reading fails.
+    pub fn at_end(&mut self) -> Result<bool> {
+        let mut b = [0u8; 1];
+        loop {
+            match self.input.read(&mut b) {
+                Ok(n) => return Ok(n == 0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(EngineError::Stream(e)),
+            }
+        }
+    }
+
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset

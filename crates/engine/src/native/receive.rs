@@ -129,7 +129,7 @@ pub fn receive<R: Read>(
                     ),
                 });
             }
-            if r.next()?.is_some() {
+            if !r.at_end()? {
                 return Err(EngineError::Corrupt {
                     offset: r.offset(),
                     why: "bytes after the trailer".into(),

@@ -1,0 +1,253 @@
+//! Hostile and corrupted streams: each is refused with an error that names
+//! the entry or offset, and nothing outside the target is touched.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use proptest::prelude::*;
+use strata_engine::format::{Enc, Meta, RecordWriter, STREAM_MAGIC, tag};
+use strata_engine::native;
+use strata_engine::{EngineError, Quiet};
+
+/// Builds a stream record by record.
+struct B {
+    w: RecordWriter<Vec<u8>>,
+    entries: u64,
+    data: u64,
+}
+
+fn meta() -> Meta {
+    Meta {
+        mode: 0o644,
+        mtime_sec: 1_600_000_000,
+        ..Meta::default()
+    }
+}
+
+impl B {
+    fn new() -> Self {
+        Self::with_header(1, "", "s1")
+    }
+    fn with_header(version: u32, start: &str, end: &str) -> Self {
+        let mut w = RecordWriter::new(Vec::new(), STREAM_MAGIC).unwrap();
+        let mut h = Enc::default();
+        h.u32(version).bytes(start.as_bytes()).bytes(end.as_bytes()).i64(0).bytes(b"native");
+        w.record(tag::HEADER, &h.0).unwrap();
+        Self { w, entries: 0, data: 0 }
+    }
+    fn entry(mut self, t: u8, path: &[u8], extra: Option<&[u8]>) -> Self {
+        let mut e = Enc::default();
+        e.bytes(path);
+        if t != tag::DELETE && t != tag::HARDLINK {
+            e.meta(&if t == tag::DIR { Meta { mode: 0o755, ..meta() } } else { meta() });
+        }
+        if let Some(x) = extra {
+            e.bytes(x);
+        }
+        self.w.record(t, &e.0).unwrap();
+        self.entries += 1;
+        self
+    }
+    fn dir(self, p: &str) -> Self {
+        self.entry(tag::DIR, p.as_bytes(), None)
+    }
+    fn file(mut self, p: &[u8], content: &[u8]) -> Self {
+        self = self.entry(tag::FILE, p, None);
+        self.w.record(tag::DATA, content).unwrap();
+        self.data += content.len() as u64;
+        self.w.record(tag::FILE_END, &Enc::default().u64(content.len() as u64).0).unwrap();
+        self
+    }
+    fn raw(mut self, t: u8, payload: &[u8]) -> Self {
+        self.w.record(t, payload).unwrap();
+        self
+    }
+    fn finish(mut self) -> Vec<u8> {
+        let records = self.w.records();
+        let mut t = Enc::default();
+        t.u64(self.entries).u64(records).u64(self.data);
+        self.w.record(tag::TRAILER, &t.0).unwrap();
+        self.w.finish().unwrap()
+    }
+}
+
+/// Applies `stream` into `<sandbox>/target` next to a sentinel tree and
+/// returns the error; asserts the sentinel is untouched and nothing else
+/// appeared in the sandbox.
+fn refuse(stream: &[u8]) -> EngineError {
+    let sandbox = tempfile::tempdir().unwrap();
+    let outside = sandbox.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret"), b"keep me").unwrap();
+    let before = strata_testing::tree::capture(sandbox.path().join("outside").as_path());
+    let target = sandbox.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let err = native::receive(&target, stream, None, &Quiet).expect_err("stream must be refused");
+    assert_eq!(before, strata_testing::tree::capture(&outside), "outside changed");
+    let names: Vec<_> = fs::read_dir(sandbox.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "something appeared next to the target: {names:?}");
+    assert!(!Path::new("/tmp/strata-pwned").exists());
+    err
+}
+
+fn refused_naming(stream: &[u8], needle: &str) {
+    let err = refuse(stream);
+    assert!(err.is_bad_input(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(needle), "error {text:?} should name {needle:?}");
+}
+
+#[test]
+fn absolute_path() {
+    refused_naming(&B::new().dir("").file(b"/tmp/strata-pwned", b"x").finish(), "/tmp/strata-pwned");
+}
+
+#[test]
+fn dot_dot() {
+    refused_naming(&B::new().dir("").file(b"../outside/secret", b"x").finish(), "'..'");
+    refused_naming(&B::new().dir("").dir("a").file(b"a/../../x", b"x").finish(), "a/../../x");
+}
+
+#[test]
+fn through_a_symlink() {
+    let s = B::new()
+        .dir("")
+        .entry(tag::SYMLINK, b"l", Some(b"../outside"))
+        .file(b"l/secret", b"overwritten")
+        .finish();
+    refused_naming(&s, "symlink");
+    let s = B::new()
+        .dir("")
+        .entry(tag::SYMLINK, b"l", Some(b"../outside"))
+        .entry(tag::DELETE, b"l/secret", None)
+        .finish();
+    refused_naming(&s, "l/secret");
+}
+
+#[test]
+fn nul_and_slashes_in_names() {
+    refused_naming(&B::new().dir("").file(b"a\0b", b"x").finish(), "NUL");
+    refused_naming(&B::new().dir("").dir("a").file(b"a//b", b"x").finish(), "a//b");
+}
+
+#[test]
+fn duplicate_and_out_of_order() {
+    refused_naming(&B::new().dir("").file(b"a", b"1").file(b"a", b"2").finish(), "duplicate");
+    refused_naming(&B::new().dir("").file(b"b", b"1").file(b"a", b"2").finish(), "out of order");
+}
+
+#[test]
+fn hard_link_out_of_the_target() {
+    let mut e = Enc::default();
+    e.bytes(b"h").bytes(b"../outside/secret");
+    refused_naming(&B::new().dir("").raw(tag::HARDLINK, &e.0).finish(), "'..'");
+    let mut e = Enc::default();
+    e.bytes(b"m").bytes(b"l/secret");
+    let s = B::new()
+        .dir("")
+        .entry(tag::SYMLINK, b"l", Some(b"../outside"))
+        .raw(tag::HARDLINK, &e.0)
+        .finish();
+    refused_naming(&s, "l/secret");
+}
+
+#[test]
+fn lengths_past_the_end() {
+    let s = B::new().dir("").file(b"f", b"hello").finish();
+    // Truncated anywhere: refused.
+    for cut in [9, 20, s.len() / 2, s.len() - 1] {
+        let err = refuse(&s[..cut]);
+        assert!(err.to_string().contains("truncat") || err.to_string().contains("magic"), "{err}");
+    }
+    // A record whose length field runs past the end.
+    let mut bad = s.clone();
+    let header_len = 8 + 9 + u32::from_le_bytes(s[9..13].try_into().unwrap()) as usize;
+    bad[header_len + 1..header_len + 5].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    refused_naming(&bad, "truncated");
+    // A length over the limit.
+    bad[header_len + 1..header_len + 5].copy_from_slice(&u32::MAX.to_le_bytes());
+    refused_naming(&bad, "exceeds");
+    // A file that declares more than it carries.
+    let s = B::new()
+        .dir("")
+        .entry(tag::FILE, b"f", None)
+        .raw(tag::DATA, b"abc")
+        .raw(tag::FILE_END, &Enc::default().u64(10).0)
+        .finish();
+    refused_naming(&s, "\"f\"");
+}
+
+#[test]
+fn unknown_version_and_bad_magic() {
+    refused_naming(&B::with_header(99, "", "s").dir("").finish(), "version 99");
+    let mut s = B::new().dir("").finish();
+    s[1] = b'X';
+    refused_naming(&s, "magic");
+}
+
+#[test]
+fn wrong_base() {
+    refused_naming(&B::with_header(1, "other-snapshot", "s2").dir("").finish(), "other-snapshot");
+}
+
+#[test]
+fn trailer_mismatch_and_trailing_bytes() {
+    let mut s = B::new().dir("").file(b"f", b"x").finish();
+    s.extend_from_slice(b"junk");
+    refused_naming(&s, "after the trailer");
+    let mut b = B::new().dir("").file(b"f", b"x");
+    b.entries += 5;
+    refused_naming(&b.finish(), "trailer counts");
+}
+
+#[test]
+fn data_outside_a_file_and_root_not_a_dir() {
+    refused_naming(&B::new().dir("").raw(tag::DATA, b"x").finish(), "outside a file");
+    refused_naming(&B::new().file(b"", b"x").finish(), "root");
+}
+
+#[test]
+fn a_valid_stream_is_accepted() {
+    // The builder itself makes acceptable streams: the refusals above are
+    // about what they change, not about the builder.
+    let s = B::new().dir("").dir("d").file(b"d/f", b"hi").finish();
+    let dir = tempfile::tempdir().unwrap();
+    native::receive(dir.path(), &s[..], None, &Quiet).unwrap();
+    assert_eq!(fs::read(dir.path().join("d/f")).unwrap(), b"hi");
+}
+
+fn real_stream() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    strata_testing::tree::sample_tree(&src);
+    common::save(&src, None, 1).stream
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// Any single flipped byte of a real stream is detected.
+    #[test]
+    fn any_flipped_byte_is_detected(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut s = real_stream();
+        let i = pos.index(s.len());
+        s[i] ^= 1 << bit;
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        fs::create_dir(&t).unwrap();
+        prop_assert!(native::receive(&t, &s[..], None, &Quiet).is_err());
+    }
+
+    /// Any truncation of a real stream is detected.
+    #[test]
+    fn any_truncation_is_detected(pos in any::<prop::sample::Index>()) {
+        let s = real_stream();
+        let cut = pos.index(s.len());
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        fs::create_dir(&t).unwrap();
+        prop_assert!(native::receive(&t, &s[..cut], None, &Quiet).is_err());
+    }
+}
