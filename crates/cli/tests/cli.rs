@@ -1,0 +1,222 @@
+//! The `strata` binary, end to end, on the embedded default repository.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use strata_testing::tree;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("strata").unwrap();
+        c.env("STRATA_REPO", self.path("repo"))
+            .env("STRATA_STATE_DIR", self.path("state"))
+            .env_remove("STRATA_CHUNKS")
+            .env_remove("STRATA_CATALOG");
+        c
+    }
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.cmd().arg("--json").args(args).assert().success().get_output().stdout.clone();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    }
+    fn save(&self, dir: &Path, extra: &[&str]) -> Value {
+        // Let the edits leave the racy window so the index can trust them.
+        std::thread::sleep(Duration::from_millis(60));
+        let mut args = vec!["save", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.json(&args).into_iter().find(|v| v["event"] == "saved").expect("a saved event")
+    }
+}
+
+#[test]
+fn save_edit_save_restore_both_snapshots() {
+    let env = Env::new();
+    let thesis = env.path("thesis");
+    fs::create_dir(&thesis).unwrap();
+    tree::sample_tree(&thesis);
+    let first_tree = tree::capture(&thesis);
+    let s1 = env.save(&thesis, &[]);
+    assert_eq!(s1["kind"], "full");
+    assert_eq!(s1["project"], "thesis");
+    assert_eq!(s1["created_project"], true);
+
+    fs::write(thesis.join("docs/notes.md"), b"# notes\nmore\n").unwrap();
+    fs::remove_file(thesis.join("empty")).unwrap();
+    let second_tree = tree::capture(&thesis);
+    let s2 = env.save(&thesis, &[]);
+    assert_eq!(s2["kind"], "incremental");
+    assert_eq!(s2["start"], s1["snapshot"]);
+    assert_eq!(s2["deleted"], 1);
+    assert!(s2["bytes"].as_u64().unwrap() < s1["bytes"].as_u64().unwrap() / 10, "{s2}");
+
+    // A save with no change carries nothing new.
+    let s3 = env.save(&thesis, &[]);
+    assert_eq!(s3["changed"], 0, "{s3}");
+    // Only the stream's own header and trailer are new.
+    assert!(s3["new_bytes"].as_u64().unwrap() < 512, "{s3}");
+
+    let streams = env.json(&["streams", "thesis"]);
+    assert_eq!(streams.len(), 3);
+    assert!(streams.iter().all(|s| s["on_chain"] == true));
+    assert_eq!(streams[0]["kind"], "full");
+
+    let t1 = env.path("t1");
+    let first = s1["snapshot"].as_str().unwrap();
+    env.cmd()
+        .args(["restore", "thesis", t1.to_str().unwrap(), "--snapshot", first])
+        .assert()
+        .success();
+    tree::assert_same(&first_tree, &tree::capture(&t1), "first snapshot");
+    let t2 = env.path("t2");
+    env.cmd().args(["restore", "thesis", t2.to_str().unwrap()]).assert().success();
+    tree::assert_same(&second_tree, &tree::capture(&t2), "newest snapshot");
+
+    // The restored directory remembers its project and snapshot: saving it
+    // is an incremental on top of what was restored.
+    fs::write(t1.join("new-file"), b"moved host").unwrap();
+    let s4 = env.save(&t1, &[]);
+    assert_eq!(s4["project"], "thesis");
+    assert_eq!(s4["kind"], "incremental");
+    assert_eq!(s4["start"], s1["snapshot"]);
+    assert!(s4["changed"].as_u64().unwrap() <= 3, "{s4}");
+    assert!(!t1.join(".strata").exists());
+
+    let projects = env.json(&["projects"]);
+    assert_eq!(projects.len(), 1);
+    assert_eq!(projects[0]["streams"], 4);
+}
+
+#[test]
+fn errors_are_named_with_exit_codes() {
+    let env = Env::new();
+    let a = env.path("a/proj");
+    let b = env.path("b/proj");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("f"), b"1").unwrap();
+    env.save(&a, &[]);
+    // Same name, other directory: refused with a hint.
+    env.cmd()
+        .args(["save", b.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--project"));
+    env.cmd()
+        .args(["restore", "nope", env.path("x").to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("nope"));
+    // An occupied target is refused and left alone.
+    env.cmd()
+        .args(["restore", "proj", a.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("not empty"));
+    env.cmd()
+        .args(["restore", "proj", env.path("y").to_str().unwrap(), "--snapshot", "bogus"])
+        .assert()
+        .code(2);
+    env.cmd()
+        .args(["save", env.path("missing").to_str().unwrap()])
+        .assert()
+        .code(2);
+    env.cmd().args(["frobnicate"]).assert().code(2);
+}
+
+#[test]
+fn corrupt_chunk_fails_restore_naming_it_and_leaves_no_target() {
+    let env = Env::new();
+    let p = env.path("proj");
+    fs::create_dir(&p).unwrap();
+    fs::write(p.join("big"), tree::content(3_000_000, 5)).unwrap();
+    env.save(&p, &[]);
+    let chunks = env.path("repo/chunks");
+    let victim = walkdir::WalkDir::new(&chunks)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_type().is_file() && e.path().parent().unwrap() != chunks.join("tmp"))
+        .unwrap();
+    let mut bytes = fs::read(victim.path()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(victim.path(), bytes).unwrap();
+    let name = victim.file_name().to_string_lossy().into_owned();
+    let target = env.path("restored");
+    env.cmd()
+        .args(["restore", "proj", target.to_str().unwrap()])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(name.as_str()))
+        .stderr(predicates::str::contains("proj"));
+    assert!(!target.exists());
+    let leftovers: Vec<_> = fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".strata-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn hundred_thousand_files_under_ulimit_64() {
+    let env = Env::new();
+    let p = env.path("many");
+    for d in 0..100 {
+        let sub = p.join(format!("d{d:03}/e{}", d % 7));
+        fs::create_dir_all(&sub).unwrap();
+        for f in 0..1000 {
+            fs::write(sub.join(format!("f{f:04}")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    let bin = assert_cmd::cargo::cargo_bin("strata");
+    let script = format!(
+        "ulimit -n 64 && {bin} --json save {dir} && {bin} --quiet restore many {out}",
+        bin = bin.display(),
+        dir = p.display(),
+        out = env.path("back").display()
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("STRATA_REPO", env.path("repo"))
+        .env("STRATA_STATE_DIR", env.path("state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(saved["entries"], 100_000 + 100 * 2 + 1);
+    assert_eq!(
+        fs::read_to_string(env.path("back/d042/e0/f0999")).unwrap(),
+        "42/999\n"
+    );
+    let count = walkdir::WalkDir::new(env.path("back")).into_iter().filter(|e| e.as_ref().unwrap().file_type().is_file()).count();
+    assert_eq!(count, 100_000);
+}
+
+#[test]
+fn quiet_json_and_broken_pipe() {
+    let env = Env::new();
+    let p = env.path("p");
+    fs::create_dir(&p).unwrap();
+    fs::write(p.join("f"), b"x").unwrap();
+    env.cmd().args(["--quiet", "save", p.to_str().unwrap()]).assert().success().stdout("");
+    env.cmd().args(["--help"]).assert().success().stdout(predicates::str::contains("Exit codes"));
+}
