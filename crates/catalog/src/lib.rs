@@ -22,7 +22,9 @@ pub enum CatalogError {
     #[error("catalog database: {0}")]
     Db(#[from] rusqlite::Error),
     /// The catalog was written by a newer strata.
-    #[error("catalog schema version {found} is newer than this strata understands ({supported}); upgrade strata")]
+    #[error(
+        "catalog schema version {found} is newer than this strata understands ({supported}); upgrade strata"
+    )]
     TooNew {
         /// The schema version found.
         found: i64,
@@ -118,7 +120,12 @@ pub trait Catalog: Send + Sync {
     ///
     /// # Errors
     /// When the backend fails; nothing is committed then.
-    fn commit_stream(&self, stream: &StreamInfo, manifest: &[ManifestEntry], new_chunks: &[NewChunk]) -> Result<()>;
+    fn commit_stream(
+        &self,
+        stream: &StreamInfo,
+        manifest: &[ManifestEntry],
+        new_chunks: &[NewChunk],
+    ) -> Result<()>;
 
     /// Every stream of a project, by end snapshot.
     ///

@@ -103,7 +103,9 @@ impl SqliteCatalog {
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.commit()?;
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -115,14 +117,27 @@ fn parse<T: std::str::FromStr>(s: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e: T::Err| CatalogError::Invalid(e.to_string()))
+    s.parse()
+        .map_err(|e: T::Err| CatalogError::Invalid(e.to_string()))
 }
 
 fn chunk_id(b: &[u8]) -> Result<ChunkId> {
     ChunkId::from_slice(b).map_err(|e| CatalogError::Invalid(e.to_string()))
 }
 
-type StreamRow = (String, String, Option<String>, String, String, i64, i64, i64, i64, i64, String);
+type StreamRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+);
 
 fn stream_from_row(r: StreamRow) -> Result<StreamInfo> {
     Ok(StreamInfo {
@@ -159,7 +174,9 @@ impl Catalog for SqliteCatalog {
         );
         match r {
             Ok(_) => Ok(p),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Err(CatalogError::NameTaken(name.to_string()))
             }
             Err(e) => Err(e.into()),
@@ -194,7 +211,11 @@ impl Catalog for SqliteCatalog {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(row.map(|(name, created_ms)| Project { id, name, created_ms }))
+        Ok(row.map(|(name, created_ms)| Project {
+            id,
+            name,
+            created_ms,
+        }))
     }
 
     fn projects(&self) -> Result<Vec<ProjectSummary>> {
@@ -240,7 +261,12 @@ impl Catalog for SqliteCatalog {
         Ok(st.exists(params![&id.0[..]])?)
     }
 
-    fn commit_stream(&self, s: &StreamInfo, manifest: &[ManifestEntry], new_chunks: &[NewChunk]) -> Result<()> {
+    fn commit_stream(
+        &self,
+        s: &StreamInfo,
+        manifest: &[ManifestEntry],
+        new_chunks: &[NewChunk],
+    ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
@@ -268,7 +294,9 @@ impl Catalog for SqliteCatalog {
                     s.host,
                 ],
             )?;
-            let mut m = tx.prepare_cached("INSERT INTO manifests (stream, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut m = tx.prepare_cached(
+                "INSERT INTO manifests (stream, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             let sid = s.id.to_string();
             for (i, e) in manifest.iter().enumerate() {
                 m.execute(params![sid, i as i64, &e.id.0[..], e.len])?;
@@ -313,7 +341,10 @@ impl Catalog for SqliteCatalog {
         })?;
         rows.map(|r| {
             let (id, len) = r?;
-            Ok(ManifestEntry { id: chunk_id(&id)?, len })
+            Ok(ManifestEntry {
+                id: chunk_id(&id)?,
+                len,
+            })
         })
         .collect()
     }

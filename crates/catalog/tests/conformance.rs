@@ -3,7 +3,12 @@
 use strata_catalog::{Catalog, CatalogError, NewChunk, SqliteCatalog};
 use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
 
-fn stream(project: ProjectId, start: Option<SnapshotId>, end: SnapshotId, bytes: u64) -> StreamInfo {
+fn stream(
+    project: ProjectId,
+    start: Option<SnapshotId>,
+    end: SnapshotId,
+    bytes: u64,
+) -> StreamInfo {
     StreamInfo {
         id: StreamId::random(),
         project,
@@ -23,7 +28,9 @@ fn conformance(cat: &dyn Catalog) {
     let repo = cat.repo_id().unwrap();
     assert_eq!(repo, cat.repo_id().unwrap());
     let p = cat.create_project("thesis", 1).unwrap();
-    assert!(matches!(cat.create_project("thesis", 2), Err(CatalogError::NameTaken(n)) if n == "thesis"));
+    assert!(
+        matches!(cat.create_project("thesis", 2), Err(CatalogError::NameTaken(n)) if n == "thesis")
+    );
     assert_eq!(cat.project_by_name("thesis").unwrap(), Some(p.clone()));
     assert_eq!(cat.project(p.id).unwrap(), Some(p.clone()));
     assert_eq!(cat.project_by_name("nope").unwrap(), None);
@@ -31,11 +38,18 @@ fn conformance(cat: &dyn Catalog) {
     let chunks: Vec<_> = (0..3u8).map(|i| ChunkId::of(&[i])).collect();
     let manifest: Vec<_> = [0, 1, 0, 2]
         .iter()
-        .map(|&i| ManifestEntry { id: chunks[i], len: 10 + i as u32 })
+        .map(|&i| ManifestEntry {
+            id: chunks[i],
+            len: 10 + i as u32,
+        })
         .collect();
     let news: Vec<_> = chunks
         .iter()
-        .map(|&id| NewChunk { id, len: 10, stored_len: 5 })
+        .map(|&id| NewChunk {
+            id,
+            len: 10,
+            stored_len: 5,
+        })
         .collect();
     assert!(!cat.has_chunk(&chunks[0]).unwrap());
     let s1 = stream(p.id, None, SnapshotId::new(1000, 1), 100);
@@ -48,7 +62,10 @@ fn conformance(cat: &dyn Catalog) {
     assert_eq!(cat.streams(p.id).unwrap(), vec![s1.clone(), s2.clone()]);
     let all = cat.manifest_page(s1.id, 0, 100).unwrap();
     assert_eq!(all, manifest);
-    assert_eq!(cat.manifest_page(s1.id, 1, 2).unwrap(), manifest[1..3].to_vec());
+    assert_eq!(
+        cat.manifest_page(s1.id, 1, 2).unwrap(),
+        manifest[1..3].to_vec()
+    );
     assert!(cat.manifest_page(s1.id, 4, 2).unwrap().is_empty());
 
     let list = cat.projects().unwrap();

@@ -85,11 +85,16 @@ pub fn decode(id: &ChunkId, stored: &[u8]) -> Result<Vec<u8>, ChunkError> {
     let payload = &stored[HEADER..];
     let plain = match stored[3] {
         RAW => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, len as usize).map_err(|e| bad(format!("zstd: {e}")))?,
+        ZSTD => {
+            zstd::bulk::decompress(payload, len as usize).map_err(|e| bad(format!("zstd: {e}")))?
+        }
         c => return Err(bad(format!("unknown codec {c}"))),
     };
     if plain.len() != len as usize {
-        return Err(bad(format!("holds {} bytes, header says {len}", plain.len())));
+        return Err(bad(format!(
+            "holds {} bytes, header says {len}",
+            plain.len()
+        )));
     }
     if ChunkId::of(&plain) != *id {
         return Err(bad("content does not match its hash".into()));
@@ -111,7 +116,9 @@ mod tests {
         let e = enc(&text);
         assert!(e.len() < text.len() / 10);
         assert_eq!(decode(&ChunkId::of(&text), &e).unwrap(), text);
-        let random: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let e = enc(&random);
         assert_eq!(decode(&ChunkId::of(&random), &e).unwrap(), random);
     }

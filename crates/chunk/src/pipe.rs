@@ -44,9 +44,9 @@ impl PipeWriter {
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF));
         match &self.tx {
-            Some(tx) => tx
-                .send(full)
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the stream's reader has stopped")),
+            Some(tx) => tx.send(full).map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the stream's reader has stopped")
+            }),
             None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "pipe closed")),
         }
     }

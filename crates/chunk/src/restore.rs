@@ -58,7 +58,9 @@ impl Read for ChunkReader<'_> {
             };
             let data = rx
                 .recv()
-                .map_err(|_| io::Error::other(ChunkError::Manifest("restore worker vanished".into())))?
+                .map_err(|_| {
+                    io::Error::other(ChunkError::Manifest("restore worker vanished".into()))
+                })?
                 .map_err(io::Error::other)?;
             self.cur = data;
             self.pos = 0;
@@ -89,16 +91,23 @@ pub fn restore_stream<T>(
             let jobs_rx = jobs_rx.clone();
             s.spawn(move || {
                 for (entry, reply) in jobs_rx {
-                    let r = store.get(&entry.id).map_err(ChunkError::from).and_then(|b| {
-                        let plain = decode(&entry.id, &b)?;
-                        if plain.len() != entry.len as usize {
-                            return Err(ChunkError::Corrupt {
-                                id: entry.id,
-                                why: format!("holds {} bytes, the manifest says {}", plain.len(), entry.len),
-                            });
-                        }
-                        Ok(plain)
-                    });
+                    let r = store
+                        .get(&entry.id)
+                        .map_err(ChunkError::from)
+                        .and_then(|b| {
+                            let plain = decode(&entry.id, &b)?;
+                            if plain.len() != entry.len as usize {
+                                return Err(ChunkError::Corrupt {
+                                    id: entry.id,
+                                    why: format!(
+                                        "holds {} bytes, the manifest says {}",
+                                        plain.len(),
+                                        entry.len
+                                    ),
+                                });
+                            }
+                            Ok(plain)
+                        });
                     let _ = reply.send(r);
                 }
             });

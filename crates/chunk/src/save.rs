@@ -61,7 +61,8 @@ pub fn save_stream<R: Read>(
     let workers = workers.max(1);
     std::thread::scope(|s| {
         let (tx, rx) = bounded::<(ChunkId, Vec<u8>)>(workers * 2);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<(ChunkId, u32, u32), StoreError>>();
+        let (done_tx, done_rx) =
+            crossbeam_channel::unbounded::<Result<(ChunkId, u32, u32), StoreError>>();
         for _ in 0..workers {
             let rx = rx.clone();
             let done_tx = done_tx.clone();
@@ -69,7 +70,9 @@ pub fn save_stream<R: Read>(
                 let mut z = zstd::bulk::Compressor::new(cfg.zstd_level).expect("zstd context");
                 for (id, data) in rx {
                     let enc = encode(&data, cfg.zstd_level, &mut z);
-                    let r = store.put(&id, &enc).map(|()| (id, data.len() as u32, enc.len() as u32));
+                    let r = store
+                        .put(&id, &enc)
+                        .map(|()| (id, data.len() as u32, enc.len() as u32));
                     let failed = r.is_err();
                     let _ = done_tx.send(r);
                     if failed {
@@ -84,7 +87,8 @@ pub fn save_stream<R: Read>(
         let mut out = SaveOutput::default();
         let mut seen: HashSet<ChunkId> = HashSet::new();
         let mut failure: Option<SaveError> = None;
-        let chunker = fastcdc::v2020::StreamCDC::new(input, cfg.min_size, cfg.avg_size, cfg.max_size);
+        let chunker =
+            fastcdc::v2020::StreamCDC::new(input, cfg.min_size, cfg.avg_size, cfg.max_size);
         for chunk in chunker {
             let chunk = match chunk {
                 Ok(c) => c,

@@ -1,6 +1,5 @@
 //! Save and restore through the pipeline, against the memory store.
 
-
 use proptest::prelude::*;
 use strata_chunk::{ChunkerConfig, restore_stream, save_stream};
 use strata_core::ChunkId;
@@ -15,10 +14,29 @@ fn small() -> ChunkerConfig {
     }
 }
 
-fn roundtrip(store: &MemoryStore, data: &[u8], known: &[ChunkId]) -> (Vec<u8>, strata_chunk::SaveOutput) {
-    let out = save_stream(data, store, &|id| Ok(known.contains(id)), &small(), 2, &|_| {}).unwrap();
+fn roundtrip(
+    store: &MemoryStore,
+    data: &[u8],
+    known: &[ChunkId],
+) -> (Vec<u8>, strata_chunk::SaveOutput) {
+    let out = save_stream(
+        data,
+        store,
+        &|id| Ok(known.contains(id)),
+        &small(),
+        2,
+        &|_| {},
+    )
+    .unwrap();
     let manifest = out.manifest.clone();
-    let mut pages = |from: u64| Ok(manifest.iter().skip(from as usize).take(3).copied().collect());
+    let mut pages = |from: u64| {
+        Ok(manifest
+            .iter()
+            .skip(from as usize)
+            .take(3)
+            .copied()
+            .collect())
+    };
     let back = restore_stream(store, &mut pages, 2, 4, |r| {
         let mut v = Vec::new();
         r.read_to_end(&mut v).map(|_| v)
@@ -40,7 +58,9 @@ proptest! {
 
 #[test]
 fn second_save_of_same_data_stores_nothing_new() {
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
     let store = MemoryStore::new();
     let (_, first) = roundtrip(&store, &data, &[]);
     assert!(!first.new_chunks.is_empty());
@@ -52,7 +72,9 @@ fn second_save_of_same_data_stores_nothing_new() {
 
 #[test]
 fn damaged_chunk_is_named_on_restore() {
-    let data: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    let data: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
     let store = MemoryStore::new();
     let (_, out) = roundtrip(&store, &data, &[]);
     let victim = out.manifest[1].id;
@@ -61,7 +83,14 @@ fn damaged_chunk_is_named_on_restore() {
     bytes[last] ^= 0x40;
     store.put(&victim, &bytes).unwrap();
     let manifest = out.manifest.clone();
-    let mut pages = |from: u64| Ok(manifest.iter().skip(from as usize).take(100).copied().collect());
+    let mut pages = |from: u64| {
+        Ok(manifest
+            .iter()
+            .skip(from as usize)
+            .take(100)
+            .copied()
+            .collect())
+    };
     let err = restore_stream(&store, &mut pages, 2, 4, |r| {
         let mut v = Vec::new();
         r.read_to_end(&mut v).map(|_| v)

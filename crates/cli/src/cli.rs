@@ -68,7 +68,10 @@ pub fn run() -> i32 {
     match dispatch(&cli, &out) {
         Ok(()) => 0,
         Err(e) => {
-            let code = match e.downcast_ref::<strata_repo::Error>().map(strata_repo::Error::kind) {
+            let code = match e
+                .downcast_ref::<strata_repo::Error>()
+                .map(strata_repo::Error::kind)
+            {
                 Some(ErrorKind::Input) => 2,
                 Some(ErrorKind::Corrupt) => 3,
                 _ => 1,

@@ -13,7 +13,25 @@ pub struct Output {
     pub json: bool,
     pub quiet: bool,
     bar: Option<ProgressBar>,
-    plain: Option<Mutex<(Instant, u64, Option<u64>, String)>>,
+    plain: Option<Mutex<Plain>>,
+}
+
+/// Progress as plain lines on a non-terminal stderr, at most every 5 s.
+struct Plain {
+    last: Instant,
+    done: u64,
+    total: Option<u64>,
+    phase: String,
+}
+
+/// Writes a line on stdout; a closed stdout ends the process with code 0.
+fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
 }
 
 impl Output {
@@ -25,31 +43,32 @@ impl Output {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        let plain = (show && !tty).then(|| Mutex::new((Instant::now(), 0, None, String::new())));
-        Self { json, quiet, bar, plain }
+        let plain = (show && !tty).then(|| {
+            Mutex::new(Plain {
+                last: Instant::now(),
+                done: 0,
+                total: None,
+                phase: String::new(),
+            })
+        });
+        Self {
+            json,
+            quiet,
+            bar,
+            plain,
+        }
     }
 
     /// Prints a line of data on stdout.
     pub fn line(&self, text: &str) {
-        if self.quiet && !self.json {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
+        if !self.quiet || self.json {
+            write_stdout(text);
         }
     }
 
     /// Prints a JSON object (one line) on stdout.
     pub fn json(&self, v: serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{v}").and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
+        write_stdout(&v.to_string());
     }
 
     /// Reports an error on stderr (and as JSON on stdout with `--json`).
@@ -87,8 +106,10 @@ impl strata_repo::Progress for Output {
                 None => {
                     b.unset_length();
                     b.set_style(
-                        ProgressStyle::with_template("{msg:>8} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}")
-                            .expect("template"),
+                        ProgressStyle::with_template(
+                            "{msg:>8} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}",
+                        )
+                        .expect("template"),
                     );
                 }
             }
@@ -96,7 +117,12 @@ impl strata_repo::Progress for Output {
         }
         if let Some(p) = &self.plain {
             let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-            *p = (Instant::now(), 0, total, name.to_string());
+            *p = Plain {
+                last: Instant::now(),
+                done: 0,
+                total,
+                phase: name.to_string(),
+            };
         }
     }
 
@@ -106,11 +132,14 @@ impl strata_repo::Progress for Output {
         }
         if let Some(p) = &self.plain {
             let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-            p.1 += bytes;
-            if p.0.elapsed() >= Duration::from_secs(5) {
-                let total = p.2.map(|t| format!(" of {}", human(t))).unwrap_or_default();
-                eprintln!("strata: {} {}{total}", p.3, human(p.1));
-                p.0 = Instant::now();
+            p.done += bytes;
+            if p.last.elapsed() >= Duration::from_secs(5) {
+                let total = p
+                    .total
+                    .map(|t| format!(" of {}", human(t)))
+                    .unwrap_or_default();
+                eprintln!("strata: {} {}{total}", p.phase, human(p.done));
+                p.last = Instant::now();
             }
         }
     }

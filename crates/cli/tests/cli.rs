@@ -30,7 +30,15 @@ impl Env {
         c
     }
     fn json(&self, args: &[&str]) -> Vec<Value> {
-        let out = self.cmd().arg("--json").args(args).assert().success().get_output().stdout.clone();
+        let out = self
+            .cmd()
+            .arg("--json")
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
         String::from_utf8(out)
             .unwrap()
             .lines()
@@ -42,7 +50,10 @@ impl Env {
         std::thread::sleep(Duration::from_millis(60));
         let mut args = vec!["save", dir.to_str().unwrap()];
         args.extend_from_slice(extra);
-        self.json(&args).into_iter().find(|v| v["event"] == "saved").expect("a saved event")
+        self.json(&args)
+            .into_iter()
+            .find(|v| v["event"] == "saved")
+            .expect("a saved event")
     }
 }
 
@@ -65,7 +76,10 @@ fn save_edit_save_restore_both_snapshots() {
     assert_eq!(s2["kind"], "incremental");
     assert_eq!(s2["start"], s1["snapshot"]);
     assert_eq!(s2["deleted"], 1);
-    assert!(s2["bytes"].as_u64().unwrap() < s1["bytes"].as_u64().unwrap() / 10, "{s2}");
+    assert!(
+        s2["bytes"].as_u64().unwrap() < s1["bytes"].as_u64().unwrap() / 10,
+        "{s2}"
+    );
 
     // A save with no change carries nothing new.
     let s3 = env.save(&thesis, &[]);
@@ -81,12 +95,21 @@ fn save_edit_save_restore_both_snapshots() {
     let t1 = env.path("t1");
     let first = s1["snapshot"].as_str().unwrap();
     env.cmd()
-        .args(["restore", "thesis", t1.to_str().unwrap(), "--snapshot", first])
+        .args([
+            "restore",
+            "thesis",
+            t1.to_str().unwrap(),
+            "--snapshot",
+            first,
+        ])
         .assert()
         .success();
     tree::assert_same(&first_tree, &tree::capture(&t1), "first snapshot");
     let t2 = env.path("t2");
-    env.cmd().args(["restore", "thesis", t2.to_str().unwrap()]).assert().success();
+    env.cmd()
+        .args(["restore", "thesis", t2.to_str().unwrap()])
+        .assert()
+        .success();
     tree::assert_same(&second_tree, &tree::capture(&t2), "newest snapshot");
 
     // The restored directory remembers its project and snapshot: saving it
@@ -131,7 +154,13 @@ fn errors_are_named_with_exit_codes() {
         .code(2)
         .stderr(predicates::str::contains("not empty"));
     env.cmd()
-        .args(["restore", "proj", env.path("y").to_str().unwrap(), "--snapshot", "bogus"])
+        .args([
+            "restore",
+            "proj",
+            env.path("y").to_str().unwrap(),
+            "--snapshot",
+            "bogus",
+        ])
         .assert()
         .code(2);
     env.cmd()
@@ -200,14 +229,22 @@ fn hundred_thousand_files_under_ulimit_64() {
         .env("STRATA_STATE_DIR", env.path("state"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let saved: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(saved["entries"], 100_000 + 100 * 2 + 1);
     assert_eq!(
         fs::read_to_string(env.path("back/d042/e0/f0999")).unwrap(),
         "42/999\n"
     );
-    let count = walkdir::WalkDir::new(env.path("back")).into_iter().filter(|e| e.as_ref().unwrap().file_type().is_file()).count();
+    let count = walkdir::WalkDir::new(env.path("back"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
     assert_eq!(count, 100_000);
 }
 
@@ -217,6 +254,14 @@ fn quiet_json_and_broken_pipe() {
     let p = env.path("p");
     fs::create_dir(&p).unwrap();
     fs::write(p.join("f"), b"x").unwrap();
-    env.cmd().args(["--quiet", "save", p.to_str().unwrap()]).assert().success().stdout("");
-    env.cmd().args(["--help"]).assert().success().stdout(predicates::str::contains("Exit codes"));
+    env.cmd()
+        .args(["--quiet", "save", p.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout("");
+    env.cmd()
+        .args(["--help"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("Exit codes"));
 }

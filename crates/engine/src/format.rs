@@ -177,7 +177,7 @@ impl<R: Read> RecordReader<R> {
     /// # Errors
     /// [`EngineError::Corrupt`] for a truncated record, an oversized length
     /// or a checksum mismatch.
-    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
         let start = self.offset;
         let mut head = [0u8; 5];
         let mut got = 0;

@@ -161,7 +161,7 @@ impl<R: Read> IndexReader<R> {
     pub fn new(input: R) -> Result<Self> {
         let mut r = RecordReader::new(input, INDEX_MAGIC, "index")?;
         let snapshot = {
-            let rec = r.next()?.ok_or_else(|| EngineError::Corrupt {
+            let rec = r.next_record()?.ok_or_else(|| EngineError::Corrupt {
                 offset: 8,
                 why: "index has no header".into(),
             })?;
@@ -203,7 +203,7 @@ impl<R: Read> IndexReader<R> {
         if self.done {
             return Ok(None);
         }
-        let Some(rec) = self.r.next()? else {
+        let Some(rec) = self.r.next_record()? else {
             return Err(EngineError::Corrupt {
                 offset: self.r.offset(),
                 why: "index truncated (no trailer)".into(),

@@ -33,15 +33,30 @@ impl B {
     fn with_header(version: u32, start: &str, end: &str) -> Self {
         let mut w = RecordWriter::new(Vec::new(), STREAM_MAGIC).unwrap();
         let mut h = Enc::default();
-        h.u32(version).bytes(start.as_bytes()).bytes(end.as_bytes()).i64(0).bytes(b"native");
+        h.u32(version)
+            .bytes(start.as_bytes())
+            .bytes(end.as_bytes())
+            .i64(0)
+            .bytes(b"native");
         w.record(tag::HEADER, &h.0).unwrap();
-        Self { w, entries: 0, data: 0 }
+        Self {
+            w,
+            entries: 0,
+            data: 0,
+        }
     }
     fn entry(mut self, t: u8, path: &[u8], extra: Option<&[u8]>) -> Self {
         let mut e = Enc::default();
         e.bytes(path);
         if t != tag::DELETE && t != tag::HARDLINK {
-            e.meta(&if t == tag::DIR { Meta { mode: 0o755, ..meta() } } else { meta() });
+            e.meta(&if t == tag::DIR {
+                Meta {
+                    mode: 0o755,
+                    ..meta()
+                }
+            } else {
+                meta()
+            });
         }
         if let Some(x) = extra {
             e.bytes(x);
@@ -57,7 +72,9 @@ impl B {
         self = self.entry(tag::FILE, p, None);
         self.w.record(tag::DATA, content).unwrap();
         self.data += content.len() as u64;
-        self.w.record(tag::FILE_END, &Enc::default().u64(content.len() as u64).0).unwrap();
+        self.w
+            .record(tag::FILE_END, &Enc::default().u64(content.len() as u64).0)
+            .unwrap();
         self
     }
     fn raw(mut self, t: u8, payload: &[u8]) -> Self {
@@ -85,9 +102,20 @@ fn refuse(stream: &[u8]) -> EngineError {
     let target = sandbox.path().join("target");
     fs::create_dir(&target).unwrap();
     let err = native::receive(&target, stream, None, &Quiet).expect_err("stream must be refused");
-    assert_eq!(before, strata_testing::tree::capture(&outside), "outside changed");
-    let names: Vec<_> = fs::read_dir(sandbox.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names.len(), 2, "something appeared next to the target: {names:?}");
+    assert_eq!(
+        before,
+        strata_testing::tree::capture(&outside),
+        "outside changed"
+    );
+    let names: Vec<_> = fs::read_dir(sandbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "something appeared next to the target: {names:?}"
+    );
     assert!(!Path::new("/tmp/strata-pwned").exists());
     err
 }
@@ -96,18 +124,30 @@ fn refused_naming(stream: &[u8], needle: &str) {
     let err = refuse(stream);
     assert!(err.is_bad_input(), "{err}");
     let text = err.to_string();
-    assert!(text.contains(needle), "error {text:?} should name {needle:?}");
+    assert!(
+        text.contains(needle),
+        "error {text:?} should name {needle:?}"
+    );
 }
 
 #[test]
 fn absolute_path() {
-    refused_naming(&B::new().dir("").file(b"/tmp/strata-pwned", b"x").finish(), "/tmp/strata-pwned");
+    refused_naming(
+        &B::new().dir("").file(b"/tmp/strata-pwned", b"x").finish(),
+        "/tmp/strata-pwned",
+    );
 }
 
 #[test]
 fn dot_dot() {
-    refused_naming(&B::new().dir("").file(b"../outside/secret", b"x").finish(), "'..'");
-    refused_naming(&B::new().dir("").dir("a").file(b"a/../../x", b"x").finish(), "a/../../x");
+    refused_naming(
+        &B::new().dir("").file(b"../outside/secret", b"x").finish(),
+        "'..'",
+    );
+    refused_naming(
+        &B::new().dir("").dir("a").file(b"a/../../x", b"x").finish(),
+        "a/../../x",
+    );
 }
 
 #[test]
@@ -129,13 +169,22 @@ fn through_a_symlink() {
 #[test]
 fn nul_and_slashes_in_names() {
     refused_naming(&B::new().dir("").file(b"a\0b", b"x").finish(), "NUL");
-    refused_naming(&B::new().dir("").dir("a").file(b"a//b", b"x").finish(), "a//b");
+    refused_naming(
+        &B::new().dir("").dir("a").file(b"a//b", b"x").finish(),
+        "a//b",
+    );
 }
 
 #[test]
 fn duplicate_and_out_of_order() {
-    refused_naming(&B::new().dir("").file(b"a", b"1").file(b"a", b"2").finish(), "duplicate");
-    refused_naming(&B::new().dir("").file(b"b", b"1").file(b"a", b"2").finish(), "out of order");
+    refused_naming(
+        &B::new().dir("").file(b"a", b"1").file(b"a", b"2").finish(),
+        "duplicate",
+    );
+    refused_naming(
+        &B::new().dir("").file(b"b", b"1").file(b"a", b"2").finish(),
+        "out of order",
+    );
 }
 
 #[test]
@@ -159,7 +208,10 @@ fn lengths_past_the_end() {
     // Truncated anywhere: refused.
     for cut in [9, 20, s.len() / 2, s.len() - 1] {
         let err = refuse(&s[..cut]);
-        assert!(err.to_string().contains("truncat") || err.to_string().contains("magic"), "{err}");
+        assert!(
+            err.to_string().contains("truncat") || err.to_string().contains("magic"),
+            "{err}"
+        );
     }
     // A record whose length field runs past the end.
     let mut bad = s.clone();
@@ -189,7 +241,10 @@ fn unknown_version_and_bad_magic() {
 
 #[test]
 fn wrong_base() {
-    refused_naming(&B::with_header(1, "other-snapshot", "s2").dir("").finish(), "other-snapshot");
+    refused_naming(
+        &B::with_header(1, "other-snapshot", "s2").dir("").finish(),
+        "other-snapshot",
+    );
 }
 
 #[test]
@@ -204,7 +259,10 @@ fn trailer_mismatch_and_trailing_bytes() {
 
 #[test]
 fn data_outside_a_file_and_root_not_a_dir() {
-    refused_naming(&B::new().dir("").raw(tag::DATA, b"x").finish(), "outside a file");
+    refused_naming(
+        &B::new().dir("").raw(tag::DATA, b"x").finish(),
+        "outside a file",
+    );
     refused_naming(&B::new().file(b"", b"x").finish(), "root");
 }
 

@@ -141,7 +141,9 @@ impl ChunksUrl {
         }
         let scheme = url.split("://").next().unwrap_or("");
         Err(Error::Input(if scheme == "s3" {
-            format!("chunk store {url:?}: S3 stores are not part of this build yet; use file:///absolute/path")
+            format!(
+                "chunk store {url:?}: S3 stores are not part of this build yet; use file:///absolute/path"
+            )
         } else {
             format!("chunk store {url:?}: expected file:///absolute/path")
         }))
@@ -159,7 +161,9 @@ impl CatalogUrl {
         }
         let scheme = url.split("://").next().unwrap_or("");
         Err(Error::Input(if scheme.starts_with("postgres") {
-            format!("catalog {url:?}: PostgreSQL catalogs are not part of this build yet; use sqlite:///absolute/path")
+            format!(
+                "catalog {url:?}: PostgreSQL catalogs are not part of this build yet; use sqlite:///absolute/path"
+            )
         } else {
             format!("catalog {url:?}: expected sqlite:///absolute/path")
         }))
@@ -172,10 +176,21 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(ChunksUrl::parse("file:///x/y").unwrap(), ChunksUrl::File("/x/y".into()));
+        assert_eq!(
+            ChunksUrl::parse("file:///x/y").unwrap(),
+            ChunksUrl::File("/x/y".into())
+        );
         assert!(ChunksUrl::parse("file://relative").is_err());
-        assert!(ChunksUrl::parse("s3://b").unwrap_err().to_string().contains("S3"));
-        assert_eq!(CatalogUrl::parse("sqlite:///c.db").unwrap(), CatalogUrl::Sqlite("/c.db".into()));
+        assert!(
+            ChunksUrl::parse("s3://b")
+                .unwrap_err()
+                .to_string()
+                .contains("S3")
+        );
+        assert_eq!(
+            CatalogUrl::parse("sqlite:///c.db").unwrap(),
+            CatalogUrl::Sqlite("/c.db".into())
+        );
         assert!(CatalogUrl::parse("postgres://h/db").is_err());
     }
 

@@ -63,14 +63,20 @@ impl Error {
         }
     }
 
-    pub(crate) fn system(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn system(
+        context: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Error::System {
             context: context.into(),
             source: Box::new(e),
         }
     }
 
-    pub(crate) fn corrupt(context: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn corrupt(
+        context: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Error::Corrupt {
             context: context.into(),
             source: Box::new(e),

@@ -64,7 +64,8 @@ impl Repository {
         let config = if cfg_path.exists() {
             RepoConfig::load(&cfg_path)?
         } else {
-            std::fs::create_dir_all(path).map_err(|e| Error::system(format!("create repository {}", path.display()), e))?;
+            std::fs::create_dir_all(path)
+                .map_err(|e| Error::system(format!("create repository {}", path.display()), e))?;
             let config = RepoConfig::default();
             let text = toml::to_string(&config).expect("config serialises");
             let tmp = path.join(format!(".{CONFIG_FILE}.tmp"));

@@ -88,7 +88,10 @@ pub fn restore(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(Error::Input(format!("restore target {}: {e}", target.display())));
+            return Err(Error::Input(format!(
+                "restore target {}: {e}",
+                target.display()
+            )));
         }
     }
     let name = target
@@ -98,13 +101,15 @@ pub fn restore(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent).map_err(|e| Error::system(format!("create {}", parent.display()), e))?;
+    fs::create_dir_all(&parent)
+        .map_err(|e| Error::system(format!("create {}", parent.display()), e))?;
     let staging = parent.join(format!(
         ".strata-restore-{}-{}",
         name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
     ));
-    fs::create_dir(&staging).map_err(|e| Error::system(format!("create {}", staging.display()), e))?;
+    fs::create_dir(&staging)
+        .map_err(|e| Error::system(format!("create {}", staging.display()), e))?;
     let applied = apply_chain(repo, &project, &plan, &staging, opts, progress);
     if let Err(e) = applied {
         remove_tree(&staging);
@@ -113,9 +118,13 @@ pub fn restore(
     // rename(2) replaces an empty target directory atomically.
     if let Err(e) = fs::rename(&staging, target) {
         remove_tree(&staging);
-        return Err(Error::system(format!("move the restore into {}", target.display()), e));
+        return Err(Error::system(
+            format!("move the restore into {}", target.display()),
+            e,
+        ));
     }
-    let target = fs::canonicalize(target).map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
+    let target = fs::canonicalize(target)
+        .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
     remember(repo, &project, &snapshot, &target)?;
     Ok(RestoreReport {
         project,
@@ -135,31 +144,53 @@ fn apply_chain(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let workers = opts.workers.unwrap_or_else(|| strata_chunk::default_workers().max(4));
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| strata_chunk::default_workers().max(4));
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     progress.phase("restore", Some(total));
     let mut holds: Option<String> = None;
     for stream in plan {
-        let context = format!("project {:?}, stream {} ({})", project.name, stream.id, stream.end);
+        let context = format!(
+            "project {:?}, stream {} ({})",
+            project.name, stream.id, stream.end
+        );
         let mut pages = |from: u64| {
             repo.catalog
                 .manifest_page(stream.id, from, 1024)
                 .map_err(|e| e.to_string())
         };
         let counted = Counted(progress);
-        let result = strata_chunk::restore_stream(repo.store.as_ref(), &mut pages, workers, workers * 2 + 2, |r| {
-            native::receive(staging, CountingReader { inner: r, progress: &counted }, holds.as_deref(), &EngineObserver(progress))
-        });
+        let result = strata_chunk::restore_stream(
+            repo.store.as_ref(),
+            &mut pages,
+            workers,
+            workers * 2 + 2,
+            |r| {
+                native::receive(
+                    staging,
+                    CountingReader {
+                        inner: r,
+                        progress: &counted,
+                    },
+                    holds.as_deref(),
+                    &EngineObserver(progress),
+                )
+            },
+        );
         match result {
             Ok(summary) => holds = Some(summary.header.end),
             Err(strata_engine::EngineError::Stream(io)) => {
                 // A chunk that could not be read: name it.
-                if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<strata_chunk::ChunkError>()) {
+                if let Some(inner) = io
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<strata_chunk::ChunkError>())
+                {
                     let text = inner.to_string();
                     return Err(match inner {
-                        strata_chunk::ChunkError::Store(strata_store::StoreError::Io { .. }) => {
-                            Error::system(context, std::io::Error::other(text))
-                        }
+                        strata_chunk::ChunkError::Store(strata_store::StoreError::Io {
+                            ..
+                        }) => Error::system(context, std::io::Error::other(text)),
                         _ => Error::corrupt(context, std::io::Error::other(text)),
                     });
                 }
@@ -188,15 +219,26 @@ impl std::io::Read for CountingReader<'_, '_> {
 }
 
 /// Records that `target` holds `snapshot` of `project`, with its index.
-fn remember(repo: &Repository, project: &Project, snapshot: &SnapshotId, target: &Path) -> Result<()> {
+fn remember(
+    repo: &Repository,
+    project: &Project,
+    snapshot: &SnapshotId,
+    target: &Path,
+) -> Result<()> {
     let mut wt = Worktree::open(&repo.id, target)?;
     wt.lock(target)?;
     // Let the files just written leave the engine's racy window, so the
     // index trusts their timestamps and the next save sends only changes.
     std::thread::sleep(Duration::from_millis(60));
     let tmp = wt.temp_index_path();
-    let file = fs::File::create(&tmp).map_err(|e| Error::system(format!("create {}", tmp.display()), e))?;
-    let built = native::build_index(target, snapshot.as_str(), &SendOptions::default(), BufWriter::new(file));
+    let file = fs::File::create(&tmp)
+        .map_err(|e| Error::system(format!("create {}", tmp.display()), e))?;
+    let built = native::build_index(
+        target,
+        snapshot.as_str(),
+        &SendOptions::default(),
+        BufWriter::new(file),
+    );
     if let Err(e) = built {
         let _ = fs::remove_file(&tmp);
         return Err(Error::system(format!("index {}", target.display()), e));

@@ -52,7 +52,10 @@ pub struct SaveReport {
 
 /// This host's name.
 pub fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Saves the directory `dir` into `repo`.
@@ -61,12 +64,20 @@ pub fn hostname() -> String {
 /// [`Error::Input`] for a missing directory, a project name already taken
 /// by another directory, or a save of the same directory already running;
 /// system errors naming the file, chunk or catalog call that failed.
-pub fn save(repo: &Repository, dir: &Path, opts: &SaveOptions, progress: &dyn Progress) -> Result<SaveReport> {
+pub fn save(
+    repo: &Repository,
+    dir: &Path,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> Result<SaveReport> {
     let started = Instant::now();
     let dir: PathBuf = std::fs::canonicalize(dir)
         .map_err(|e| Error::Input(format!("cannot save {}: {e}", dir.display())))?;
     if !dir.is_dir() {
-        return Err(Error::Input(format!("cannot save {}: not a directory", dir.display())));
+        return Err(Error::Input(format!(
+            "cannot save {}: not a directory",
+            dir.display()
+        )));
     }
     let mut wt = Worktree::open(&repo.id, &dir)?;
     wt.lock(&dir)?;
@@ -88,7 +99,10 @@ pub fn save(repo: &Repository, dir: &Path, opts: &SaveOptions, progress: &dyn Pr
             match IndexReader::new(BufReader::new(f)) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    progress.warning(&dir.display().to_string(), &format!("local index unusable ({e}); saving a full stream"));
+                    progress.warning(
+                        &dir.display().to_string(),
+                        &format!("local index unusable ({e}); saving a full stream"),
+                    );
                     None
                 }
             }
@@ -104,7 +118,15 @@ pub fn save(repo: &Repository, dir: &Path, opts: &SaveOptions, progress: &dyn Pr
         created_ms: repo.clock.now_ms(),
     };
     let index_tmp = wt.temp_index_path();
-    let result = run_pipeline(repo, &dir, index_reader, &header, &index_tmp, opts, progress);
+    let result = run_pipeline(
+        repo,
+        &dir,
+        index_reader,
+        &header,
+        &index_tmp,
+        opts,
+        progress,
+    );
     let (sent, stored) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -131,9 +153,16 @@ pub fn save(repo: &Repository, dir: &Path, opts: &SaveOptions, progress: &dyn Pr
     let new_chunks: Vec<NewChunk> = stored
         .new_chunks
         .iter()
-        .map(|&(id, len, stored_len)| NewChunk { id, len, stored_len })
+        .map(|&(id, len, stored_len)| NewChunk {
+            id,
+            len,
+            stored_len,
+        })
         .collect();
-    if let Err(e) = repo.catalog.commit_stream(&stream, &stored.manifest, &new_chunks) {
+    if let Err(e) = repo
+        .catalog
+        .commit_stream(&stream, &stored.manifest, &new_chunks)
+    {
         let _ = std::fs::remove_file(&index_tmp);
         return Err(e.into());
     }
@@ -179,7 +208,10 @@ fn pick_project(
         ))),
         (Some(name), None) => match repo.catalog.project_by_name(name)? {
             Some(p) => Ok((p, false)),
-            None => Ok((repo.catalog.create_project(name, repo.clock.now_ms())?, true)),
+            None => Ok((
+                repo.catalog.create_project(name, repo.clock.now_ms())?,
+                true,
+            )),
         },
         (None, None) => {
             let name = dir
@@ -194,7 +226,10 @@ fn pick_project(
                     dir.display()
                 )));
             }
-            Ok((repo.catalog.create_project(&name, repo.clock.now_ms())?, true))
+            Ok((
+                repo.catalog.create_project(&name, repo.clock.now_ms())?,
+                true,
+            ))
         }
     }
 }
@@ -210,8 +245,8 @@ fn run_pipeline(
     opts: &SaveOptions,
     progress: &dyn Progress,
 ) -> Result<(SendSummary, Stored)> {
-    let index_file =
-        File::create(index_tmp).map_err(|e| Error::system(format!("create {}", index_tmp.display()), e))?;
+    let index_file = File::create(index_tmp)
+        .map_err(|e| Error::system(format!("create {}", index_tmp.display()), e))?;
     let workers = opts.workers.unwrap_or_else(strata_chunk::default_workers);
     let cfg = repo.config.chunker();
     progress.phase("save", None);
@@ -230,8 +265,11 @@ fn run_pipeline(
                 &obs,
             )
         });
-        let known = |id: &strata_core::ChunkId| repo.catalog.has_chunk(id).map_err(|e| e.to_string());
-        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers, &|n| progress.advance(n));
+        let known =
+            |id: &strata_core::ChunkId| repo.catalog.has_chunk(id).map_err(|e| e.to_string());
+        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers, &|n| {
+            progress.advance(n)
+        });
         let sent = sender.join().expect("the send thread does not panic");
         // The engine's error explains a pipeline that saw the pipe close.
         let sent = sent.map_err(|e| {
@@ -241,7 +279,8 @@ fn run_pipeline(
                 Error::system(format!("saving {}", dir.display()), e)
             }
         })?;
-        let stored = stored.map_err(|e| Error::system(format!("storing the stream of {}", dir.display()), e))?;
+        let stored = stored
+            .map_err(|e| Error::system(format!("storing the stream of {}", dir.display()), e))?;
         Ok((sent, stored))
     })
 }

@@ -65,7 +65,8 @@ impl Worktree {
         h.update(path.as_os_str().as_bytes());
         let key = &h.finalize().to_hex()[..32];
         let dir = state_root()?.join("worktrees").join(key);
-        fs::create_dir_all(&dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
         Ok(Self { dir, _lock: None })
     }
 
@@ -75,13 +76,16 @@ impl Worktree {
     /// [`Error::Input`] when another strata process holds it.
     pub fn lock(&mut self, what: &Path) -> Result<()> {
         let p = self.dir.join("lock");
-        let f = File::create(&p).map_err(|e| Error::system(format!("create {}", p.display()), e))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-            Error::Input(format!(
-                "another strata process is saving or restoring {} right now",
-                what.display()
-            ))
-        })?;
+        let f =
+            File::create(&p).map_err(|e| Error::system(format!("create {}", p.display()), e))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                Error::Input(format!(
+                    "another strata process is saving or restoring {} right now",
+                    what.display()
+                ))
+            },
+        )?;
         self._lock = Some(f);
         Ok(())
     }
@@ -109,7 +113,8 @@ impl Worktree {
 
     /// A fresh temporary path for an index being written.
     pub fn temp_index_path(&self) -> PathBuf {
-        self.dir.join(format!("index.{}.tmp", uuid::Uuid::new_v4().simple()))
+        self.dir
+            .join(format!("index.{}.tmp", uuid::Uuid::new_v4().simple()))
     }
 
     /// Records `state` with the index at `index_tmp`, replacing what was

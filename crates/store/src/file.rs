@@ -47,7 +47,10 @@ impl FileStore {
         if let Ok(rd) = fs::read_dir(&tmp) {
             let hour_ago = SystemTime::now() - Duration::from_secs(3600);
             for e in rd.flatten() {
-                if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < hour_ago) {
+                if e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < hour_ago)
+                {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -76,7 +79,9 @@ impl ChunkStore for FileStore {
     fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
         let dest = self.path_of(id);
         let dir = dest.parent().expect("chunk path has a parent");
-        let tmp = self.tmp.join(format!("{}.{}", id.to_hex(), uuid::Uuid::new_v4().simple()));
+        let tmp = self
+            .tmp
+            .join(format!("{}.{}", id.to_hex(), uuid::Uuid::new_v4().simple()));
         let write = || -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
@@ -100,7 +105,10 @@ impl ChunkStore for FileStore {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("rename into", &dest)(e));
         }
-        self.dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(id.0[0]);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.0[0]);
         Ok(())
     }
 
@@ -145,7 +153,10 @@ impl ChunkStore for FileStore {
             let mut ids: Vec<ChunkId> = Vec::new();
             for e in rd {
                 let e = e.map_err(io_err("list", &dir))?;
-                if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<ChunkId>().ok())
+                if let Some(id) = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<ChunkId>().ok())
                     && after.is_none_or(|a| id > *a)
                 {
                     ids.push(id);

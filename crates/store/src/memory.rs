@@ -47,7 +47,11 @@ impl ChunkStore for MemoryStore {
     fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
         let map = self.map();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(map.range((lower, Bound::Unbounded)).take(limit).map(|(k, _)| *k).collect())
+        Ok(map
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, _)| *k)
+            .collect())
     }
 
     fn flush(&self) -> Result<()> {

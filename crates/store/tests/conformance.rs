@@ -53,5 +53,10 @@ fn file_store() {
     let store = FileStore::open(dir.path().join("chunks")).unwrap();
     conformance(&store);
     // No temporary files are left behind.
-    assert_eq!(std::fs::read_dir(dir.path().join("chunks/tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("chunks/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

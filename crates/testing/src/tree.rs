@@ -458,7 +458,7 @@ pub fn sample_tree(root: &Path) {
     std::os::unix::fs::symlink("/nonexistent/outside", root.join("dangling")).expect("symlink");
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("pipe"),
+        root.join("pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,

@@ -30,7 +30,9 @@ pub fn run(repo: &Repository, out: &Output) -> anyhow::Result<()> {
             p.project.name,
             p.project.id,
             p.streams,
-            p.newest.as_ref().map_or("-".to_string(), ToString::to_string),
+            p.newest
+                .as_ref()
+                .map_or("-".to_string(), ToString::to_string),
             human(p.bytes),
             human(p.stored_bytes),
         ));

@@ -48,7 +48,9 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
             out.line(&format!(
                 "{:<8} {:<27} {:<27} {:<11} {:>11} {:>7} {:>11} {}",
                 &s.id.to_string()[..8],
-                s.start.as_ref().map_or("-".to_string(), ToString::to_string),
+                s.start
+                    .as_ref()
+                    .map_or("-".to_string(), ToString::to_string),
                 s.end,
                 s.kind().as_str(),
                 human(s.bytes),

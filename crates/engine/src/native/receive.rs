@@ -74,7 +74,7 @@ pub fn receive<R: Read>(
         "stream",
     )?;
     let header = {
-        let rec = r.next()?.ok_or_else(|| EngineError::Corrupt {
+        let rec = r.next_record()?.ok_or_else(|| EngineError::Corrupt {
             offset: 8,
             why: "stream ends before its header".into(),
         })?;
@@ -102,7 +102,7 @@ pub fn receive<R: Read>(
     };
     loop {
         let records_before = r.records();
-        let Some(rec) = r.next()? else {
+        let Some(rec) = r.next_record()? else {
             return Err(EngineError::Corrupt {
                 offset: r.offset(),
                 why: "truncated: the stream ends without its trailer".into(),
