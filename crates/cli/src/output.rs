@@ -39,9 +39,8 @@ impl Output {
         let show = !json && !quiet && !no_progress;
         let tty = std::io::stderr().is_terminal();
         let bar = (show && tty).then(|| {
-            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            b.enable_steady_tick(Duration::from_millis(200));
-            b
+            // Nothing is drawn until a phase starts.
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
         });
         let plain = (show && !tty).then(|| {
             Mutex::new(Plain {
@@ -81,6 +80,11 @@ impl Output {
         eprintln!("strata: error: {text}");
     }
 
+    /// True when a progress bar is drawn.
+    pub fn has_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
     pub fn finish_progress(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -91,17 +95,13 @@ impl Output {
 impl strata_repo::Progress for Output {
     fn phase(&self, name: &str, total: Option<u64>) {
         if let Some(b) = &self.bar {
+            b.set_draw_target(ProgressDrawTarget::stderr());
+            b.enable_steady_tick(Duration::from_millis(200));
             b.reset();
             match total {
                 Some(t) => {
                     b.set_length(t);
-                    b.set_style(
-                        ProgressStyle::with_template(
-                            "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                        )
-                        .expect("template")
-                        .progress_chars("=> "),
-                    );
+                    b.set_style(bar_style());
                 }
                 None => {
                     b.unset_length();
@@ -123,6 +123,16 @@ impl strata_repo::Progress for Output {
                 total,
                 phase: name.to_string(),
             };
+        }
+    }
+
+    fn total(&self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(bytes);
+            b.set_style(bar_style());
+        }
+        if let Some(p) = &self.plain {
+            p.lock().unwrap_or_else(|e| e.into_inner()).total = Some(bytes);
         }
     }
 
@@ -155,6 +165,14 @@ impl strata_repo::Progress for Output {
             }
         }
     }
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .expect("template")
+    .progress_chars("=> ")
 }
 
 /// Bytes for people: `1.5 GiB`.

@@ -23,7 +23,8 @@ pub use relpath::RelPath;
 pub trait Observer: Sync {
     /// Something was skipped, retried or saved in a state the user should know.
     fn warning(&self, _path: &str, _message: &str) {}
-    /// `bytes` more bytes of file content were read or written.
+    /// `bytes` more bytes of file content were covered: read or written, or
+    /// (on send) found unchanged and skipped.
     fn file_bytes(&self, _bytes: u64) {}
     /// One more entry was visited.
     fn entry(&self) {}

@@ -174,7 +174,10 @@ fn apply_chain(
                         progress: &counted,
                     },
                     holds.as_deref(),
-                    &EngineObserver(progress),
+                    &EngineObserver {
+                        progress,
+                        count_files: false,
+                    },
                 )
             },
         );

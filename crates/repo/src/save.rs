@@ -33,6 +33,9 @@ pub struct SaveOptions {
     pub workers: Option<usize>,
     /// The host name recorded with the stream (default: this host's).
     pub host: Option<String>,
+    /// Scan the tree's size alongside the save so progress has a total
+    /// (and an ETA); costs a second walk of metadata.
+    pub estimate_total: bool,
 }
 
 /// What a save did.
@@ -251,8 +254,14 @@ fn run_pipeline(
     let cfg = repo.config.chunker();
     progress.phase("save", None);
     std::thread::scope(|s| {
+        if opts.estimate_total {
+            s.spawn(move || progress.total(crate::progress::tree_bytes(dir)));
+        }
         let (writer, reader) = pipe(4);
-        let observer = EngineObserver(progress);
+        let observer = EngineObserver {
+            progress,
+            count_files: true,
+        };
         let sender = s.spawn(move || {
             let obs = observer;
             native::send(
@@ -267,9 +276,7 @@ fn run_pipeline(
         });
         let known =
             |id: &strata_core::ChunkId| repo.catalog.has_chunk(id).map_err(|e| e.to_string());
-        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers, &|n| {
-            progress.advance(n)
-        });
+        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers, &|_| {});
         let sent = sender.join().expect("the send thread does not panic");
         // The engine's error explains a pipeline that saw the pipe close.
         let sent = sent.map_err(|e| {

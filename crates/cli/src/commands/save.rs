@@ -26,6 +26,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         project: a.project.clone(),
         workers: a.workers,
         host: None,
+        estimate_total: out.has_bar(),
     };
     let r = strata_repo::save(repo, &a.dir, &opts, out)?;
     out.finish_progress();

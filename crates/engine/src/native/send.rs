@@ -201,6 +201,9 @@ pub fn send<W: Write, I: Write, B: Read>(
         s.sum.entries += 1;
         let key = (md.dev(), md.ino());
         if unchanged {
+            if kind == Kind::File {
+                s.obs.file_bytes(md.size());
+            }
             if kind == Kind::File && md.nlink() > 1 {
                 s.links.entry(key).or_insert_with(|| cur.path.clone());
             }
