@@ -5,11 +5,17 @@
 //! ordered list a restore applies. Nothing here does I/O.
 
 pub mod clock;
+pub mod graph;
 pub mod ids;
 pub mod plan;
+pub mod retention;
 pub mod stream;
+pub mod trim;
 
 pub use clock::{Clock, SystemClock};
+pub use graph::{ChainReport, Fork, Role, Unreachable, analyze};
 pub use ids::{ChunkId, IdError, ProjectId, SnapshotId, StreamId};
 pub use plan::{PlanError, apply_plan};
+pub use retention::Retention;
 pub use stream::{ManifestEntry, StreamInfo, StreamKind};
+pub use trim::{TrimPlan, forget_fork_plan, trim_plan};

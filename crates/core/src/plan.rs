@@ -37,22 +37,15 @@ pub enum PlanError {
     DuplicateStream(StreamId),
 }
 
-/// The cheapest chain of streams that rebuilds `target`, or the newest
-/// reachable snapshot when `target` is `None`. The returned streams are in
-/// apply order: a full stream first, then incrementals, each starting where
-/// the previous one ended.
-///
-/// # Errors
-/// [`PlanError`] when the catalog is inconsistent or the target cannot be
-/// reached.
-pub fn apply_plan<'a>(
-    streams: &'a [StreamInfo],
-    target: Option<&SnapshotId>,
-) -> Result<Vec<&'a StreamInfo>, PlanError> {
-    if streams.is_empty() {
-        return Err(PlanError::Empty);
-    }
+/// The cheapest known way to reach each snapshot: `(bytes, streams)` and
+/// the last stream of that path.
+pub(crate) type Best<'a> = HashMap<&'a SnapshotId, ((u64, u64), &'a StreamInfo)>;
+
+/// Checks the catalog's streams for impossible records and returns them
+/// without duplicates.
+pub(crate) fn validate(streams: &[StreamInfo]) -> Result<Vec<&StreamInfo>, PlanError> {
     let mut by_id: HashMap<StreamId, &StreamInfo> = HashMap::new();
+    let mut out = Vec::new();
     for s in streams {
         if let Some(start) = &s.start
             && s.end <= *start
@@ -63,22 +56,25 @@ pub fn apply_plan<'a>(
                 end: s.end.clone(),
             });
         }
-        if let Some(prev) = by_id.insert(s.id, s)
-            && prev != s
-        {
-            return Err(PlanError::DuplicateStream(s.id));
+        match by_id.insert(s.id, s) {
+            Some(prev) if prev != s => return Err(PlanError::DuplicateStream(s.id)),
+            Some(_) => {}
+            None => out.push(s),
         }
     }
-    // Streams grouped by end snapshot, visited in time order: every edge
-    // points forward, so when a snapshot is visited all of its incoming
-    // edges' starts have their final cost.
+    Ok(out)
+}
+
+/// Cheapest paths from the root to every reachable snapshot. Streams are
+/// visited in end order: every edge points forward in time, so when a
+/// snapshot is visited all of its incoming edges' starts are final.
+pub(crate) fn cheapest<'a>(streams: &[&'a StreamInfo]) -> Best<'a> {
     let mut incoming: BTreeMap<&SnapshotId, Vec<&StreamInfo>> = BTreeMap::new();
-    for s in by_id.values() {
+    for s in streams {
         incoming.entry(&s.end).or_default().push(s);
     }
-    // best[snapshot] = (bytes, streams, last stream)
-    let mut best: HashMap<&SnapshotId, ((u64, u64), &StreamInfo)> = HashMap::new();
-    for (snap, edges) in &incoming {
+    let mut best: Best<'a> = HashMap::new();
+    for (snap, edges) in incoming {
         let mut choice: Option<((u64, u64), &StreamInfo)> = None;
         for s in edges {
             let base = match &s.start {
@@ -100,23 +96,15 @@ pub fn apply_plan<'a>(
             best.insert(snap, c);
         }
     }
-    let target = match target {
-        Some(t) => {
-            if !incoming.contains_key(t) {
-                return Err(PlanError::UnknownSnapshot(t.clone()));
-            }
-            t
-        }
-        None => best.keys().max().copied().ok_or_else(|| {
-            PlanError::Unreachable(incoming.keys().last().copied().cloned().expect("non-empty"))
-        })?,
-    };
+    best
+}
+
+/// The plan to `target` from a finished [`cheapest`] table.
+pub(crate) fn plan_to<'a>(best: &Best<'a>, target: &SnapshotId) -> Option<Vec<&'a StreamInfo>> {
     let mut plan = Vec::new();
     let mut at = target;
     loop {
-        let Some((_, s)) = best.get(at) else {
-            return Err(PlanError::Unreachable(target.clone()));
-        };
+        let (_, s) = best.get(at)?;
         plan.push(*s);
         match &s.start {
             None => break,
@@ -124,7 +112,42 @@ pub fn apply_plan<'a>(
         }
     }
     plan.reverse();
-    Ok(plan)
+    Some(plan)
+}
+
+/// The cheapest chain of streams that rebuilds `target`, or the newest
+/// reachable snapshot when `target` is `None`. The returned streams are in
+/// apply order: a full stream first, then incrementals, each starting where
+/// the previous one ended.
+///
+/// # Errors
+/// [`PlanError`] when the catalog is inconsistent or the target cannot be
+/// reached.
+pub fn apply_plan<'a>(
+    streams: &'a [StreamInfo],
+    target: Option<&SnapshotId>,
+) -> Result<Vec<&'a StreamInfo>, PlanError> {
+    if streams.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    let valid = validate(streams)?;
+    let best = cheapest(&valid);
+    let target = match target {
+        Some(t) => {
+            if !valid.iter().any(|s| s.end == *t) {
+                return Err(PlanError::UnknownSnapshot(t.clone()));
+            }
+            t.clone()
+        }
+        None => match best.keys().max() {
+            Some(t) => (*t).clone(),
+            None => {
+                let newest = valid.iter().map(|s| &s.end).max().expect("non-empty");
+                return Err(PlanError::Unreachable(newest.clone()));
+            }
+        },
+    };
+    plan_to(&best, &target).ok_or(PlanError::Unreachable(target))
 }
 
 #[cfg(test)]
@@ -141,6 +164,7 @@ mod tests {
             id: StreamId::random(),
             project: ProjectId(uuid::Uuid::nil()),
             start: start.map(snap),
+            parent: start.map(snap),
             end: snap(end),
             engine: "native".into(),
             bytes,

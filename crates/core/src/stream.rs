@@ -35,6 +35,12 @@ pub struct StreamInfo {
     pub start: Option<SnapshotId>,
     /// The snapshot it produces.
     pub end: SnapshotId,
+    /// The snapshot the saved directory held before this stream: its
+    /// lineage parent. Equal to `start` for an incremental; for a full
+    /// stream written by a rebase, the snapshot it replaces the chain of;
+    /// `None` for a first save. Forks are told apart by it.
+    #[serde(default)]
+    pub parent: Option<SnapshotId>,
     /// The engine that produced it (`native`, `zfs`, `btrfs`).
     pub engine: String,
     /// Length of the stream in bytes (plaintext, before chunking).
