@@ -133,6 +133,25 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>>;
 
+    /// Deletes streams of `project` and their manifests in one transaction;
+    /// returns how many existed. Chunk records stay (scrub decides).
+    ///
+    /// # Errors
+    /// When the backend fails; nothing is deleted then.
+    fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<u64>;
+
+    /// The project's own retention policy (TOML), if it has one.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn retention(&self, project: ProjectId) -> Result<Option<String>>;
+
+    /// Sets (or with `None` clears) the project's retention policy (TOML).
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn set_retention(&self, project: ProjectId, policy: Option<&str>) -> Result<()>;
+
     /// Up to `limit` manifest entries of `stream` from position `from`.
     ///
     /// # Errors

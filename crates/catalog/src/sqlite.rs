@@ -16,7 +16,8 @@ use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, Strea
 use crate::{Catalog, CatalogError, NewChunk, Project, ProjectSummary, Result};
 
 /// Schema migrations; entry `i` takes version `i` to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE repo (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE projects (
     id TEXT PRIMARY KEY,
@@ -50,7 +51,13 @@ CREATE TABLE manifests (
     len INTEGER NOT NULL,
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE streams ADD COLUMN parent_snap TEXT;
+UPDATE streams SET parent_snap = start_snap;
+ALTER TABLE projects ADD COLUMN retention TEXT;
+"#,
+];
 
 /// A catalog in a SQLite file.
 #[derive(Debug)]
@@ -137,6 +144,7 @@ type StreamRow = (
     i64,
     i64,
     String,
+    Option<String>,
 );
 
 fn stream_from_row(r: StreamRow) -> Result<StreamInfo> {
@@ -145,6 +153,7 @@ fn stream_from_row(r: StreamRow) -> Result<StreamInfo> {
         project: parse(&r.1)?,
         start: r.2.as_deref().map(parse::<SnapshotId>).transpose()?,
         end: parse(&r.3)?,
+        parent: r.11.as_deref().map(parse::<SnapshotId>).transpose()?,
         engine: r.4,
         bytes: r.5 as u64,
         chunks: r.6 as u64,
@@ -278,8 +287,8 @@ impl Catalog for SqliteCatalog {
             }
             tx.execute(
                 "INSERT INTO streams (id, project, start_snap, end_snap, engine, bytes, chunks,
-                                      new_bytes, new_stored_bytes, created_ms, host)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                      new_bytes, new_stored_bytes, created_ms, host, parent_snap)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     s.id.to_string(),
                     s.project.to_string(),
@@ -292,6 +301,7 @@ impl Catalog for SqliteCatalog {
                     s.new_stored_bytes as i64,
                     s.created_ms,
                     s.host,
+                    s.parent.as_ref().map(|x| x.to_string()),
                 ],
             )?;
             let mut m = tx.prepare_cached(
@@ -310,7 +320,7 @@ impl Catalog for SqliteCatalog {
         let conn = self.conn();
         let mut st = conn.prepare(
             "SELECT id, project, start_snap, end_snap, engine, bytes, chunks, new_bytes,
-                    new_stored_bytes, created_ms, host
+                    new_stored_bytes, created_ms, host, parent_snap
              FROM streams WHERE project = ?1 ORDER BY end_snap, created_ms",
         )?;
         let rows = st.query_map(params![project.to_string()], |r| {
@@ -326,9 +336,51 @@ impl Catalog for SqliteCatalog {
                 r.get(8)?,
                 r.get(9)?,
                 r.get(10)?,
+                r.get(11)?,
             ))
         })?;
         rows.map(|r| stream_from_row(r?)).collect()
+    }
+
+    fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut owned =
+                tx.prepare_cached("SELECT 1 FROM streams WHERE id = ?1 AND project = ?2")?;
+            let mut m = tx.prepare_cached("DELETE FROM manifests WHERE stream = ?1")?;
+            let mut s = tx.prepare_cached("DELETE FROM streams WHERE id = ?1")?;
+            for id in streams {
+                let sid = id.to_string();
+                if owned.exists(params![sid, project.to_string()])? {
+                    m.execute(params![sid])?;
+                    n += s.execute(params![sid])? as u64;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn retention(&self, project: ProjectId) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT retention FROM projects WHERE id = ?1",
+                params![project.to_string()],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    fn set_retention(&self, project: ProjectId, policy: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE projects SET retention = ?2 WHERE id = ?1",
+            params![project.to_string(), policy],
+        )?;
+        Ok(())
     }
 
     fn manifest_page(&self, stream: StreamId, from: u64, limit: u32) -> Result<Vec<ManifestEntry>> {

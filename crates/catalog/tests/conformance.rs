@@ -12,6 +12,7 @@ fn stream(
     StreamInfo {
         id: StreamId::random(),
         project,
+        parent: start.clone(),
         start,
         end,
         engine: "native".into(),
@@ -73,6 +74,26 @@ fn conformance(cat: &dyn Catalog) {
     assert_eq!(list[0].streams, 2);
     assert_eq!(list[0].bytes, 110);
     assert_eq!(list[0].newest, Some(s2.end.clone()));
+
+    // Retention per project.
+    assert_eq!(cat.retention(p.id).unwrap(), None);
+    cat.set_retention(p.id, Some("keep-last = 3")).unwrap();
+    assert_eq!(
+        cat.retention(p.id).unwrap().as_deref(),
+        Some("keep-last = 3")
+    );
+    cat.set_retention(p.id, None).unwrap();
+    assert_eq!(cat.retention(p.id).unwrap(), None);
+
+    // Deleting a stream removes it and its manifest, keeps the chunks.
+    assert_eq!(
+        cat.delete_streams(p.id, &[s1.id, StreamId::random()])
+            .unwrap(),
+        1
+    );
+    assert_eq!(cat.streams(p.id).unwrap(), vec![s2.clone()]);
+    assert!(cat.manifest_page(s1.id, 0, 100).unwrap().is_empty());
+    assert!(cat.has_chunk(&chunks[2]).unwrap());
 }
 
 #[test]

@@ -52,8 +52,14 @@ pub enum Command {
     Restore(commands::restore::Args),
     /// List projects.
     Projects,
-    /// Show a project's streams: the chain that rebuilds its snapshots.
+    /// Show a project's streams: the chain, history, forks, unreachable.
     Streams(commands::streams::Args),
+    /// Delete streams no retained snapshot or fork needs (plan first).
+    Trim(commands::trim::Args),
+    /// Remove a fork explicitly (plan first).
+    ForgetFork(commands::forget_fork::Args),
+    /// Show or set a project's retention policy.
+    Retention(commands::retention::Args),
 }
 
 /// Runs the command line; returns the exit code.
@@ -98,5 +104,8 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Restore(a) => commands::restore::run(&repo, a, out),
         Command::Projects => commands::projects::run(&repo, out),
         Command::Streams(a) => commands::streams::run(&repo, a, out),
+        Command::Trim(a) => commands::trim::run(&repo, a, out),
+        Command::ForgetFork(a) => commands::forget_fork::run(&repo, a, out),
+        Command::Retention(a) => commands::retention::run(&repo, a, out),
     }
 }

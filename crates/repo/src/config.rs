@@ -25,7 +25,37 @@ pub struct RepoConfig {
     /// Where chunks and catalog live; defaults inside the repository.
     #[serde(default)]
     pub storage: StorageSection,
+    /// The repository-wide retention policy (a project may have its own).
+    #[serde(default)]
+    pub retention: strata_core::Retention,
+    /// When a save writes a full stream instead of an incremental.
+    #[serde(default)]
+    pub rebase: RebaseSection,
 }
+
+/// `[rebase]`: a save writes a new full stream when the chain since the
+/// last full grows too long or too heavy, so restores stay fast.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RebaseSection {
+    /// Most incrementals after a full stream (default 50).
+    pub max_incrementals: u32,
+    /// Most incremental bytes after a full stream, as a fraction of the
+    /// full stream's bytes (default 1.0: once the incrementals weigh as much
+    /// as the full, restoring from a new full is cheaper).
+    pub max_incremental_ratio: f64,
+}
+
+impl Default for RebaseSection {
+    fn default() -> Self {
+        Self {
+            max_incrementals: 50,
+            max_incremental_ratio: 1.0,
+        }
+    }
+}
+
+impl Eq for RebaseSection {}
 
 /// `[chunker]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +93,8 @@ impl Default for RepoConfig {
                 zstd_level: c.zstd_level,
             },
             storage: StorageSection::default(),
+            retention: strata_core::Retention::default(),
+            rebase: RebaseSection::default(),
         }
     }
 }
@@ -92,6 +124,10 @@ impl RepoConfig {
             && c.avg_size <= 4 << 20
             && c.max_size <= strata_chunk::codec::MAX_CHUNK
             && (1..=22).contains(&c.zstd_level);
+        let ratio = cfg.rebase.max_incremental_ratio;
+        if ratio.is_nan() || ratio <= 0.0 {
+            return Err(bad("[rebase] max-incremental-ratio must be above 0".into()));
+        }
         if !ok {
             return Err(bad(
                 "[chunker] needs 64 <= min-size <= avg-size <= max-size, avg-size <= 4 MiB, max-size <= 16 MiB, zstd-level 1..=22".into(),

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod repository;
 pub mod restore;
 pub mod save;
+pub mod trim;
 pub mod worktree;
 
 pub use error::{Error, ErrorKind, Result};
@@ -19,3 +20,4 @@ pub use progress::{NoProgress, Progress};
 pub use repository::Repository;
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use save::{SaveOptions, SaveReport, save};
+pub use trim::{TrimReport, forget_fork, retention_of, trim};

@@ -45,6 +45,9 @@ pub struct SaveReport {
     pub project: Project,
     /// True when this save created the project.
     pub created_project: bool,
+    /// True when a full stream was written because the chain since the
+    /// last full grew too long or too heavy (`[rebase]` in `strata.toml`).
+    pub rebased: bool,
     /// The committed stream.
     pub stream: StreamInfo,
     /// What the engine sent.
@@ -112,7 +115,18 @@ pub fn save(
         }
         None => None,
     };
+    // The lineage parent is what the directory held, even when this save
+    // writes a full stream.
+    let parent = base.clone();
     let base = if index_reader.is_some() { base } else { None };
+    let rebased = base
+        .as_ref()
+        .is_some_and(|b| needs_rebase(repo, &streams, b));
+    let (base, index_reader) = if rebased {
+        (None, None)
+    } else {
+        (base, index_reader)
+    };
 
     let end = SnapshotId::generate(repo.clock.as_ref());
     let header = StreamHeader {
@@ -145,6 +159,7 @@ pub fn save(
         project: project.id,
         start: base,
         end: end.clone(),
+        parent,
         engine: "native".into(),
         bytes: stored.bytes,
         chunks: stored.manifest.len() as u64,
@@ -182,10 +197,29 @@ pub fn save(
     Ok(SaveReport {
         project,
         created_project,
+        rebased,
         stream,
         sent,
         elapsed: started.elapsed(),
     })
+}
+
+/// True when the chain that rebuilds `base` has, since its last full
+/// stream, as many incrementals as `[rebase] max-incrementals` allows or
+/// incrementals weighing `max-incremental-ratio` of that full stream.
+fn needs_rebase(repo: &Repository, streams: &[StreamInfo], base: &SnapshotId) -> bool {
+    let Ok(plan) = strata_core::apply_plan(streams, Some(base)) else {
+        return false;
+    };
+    let Some(full_at) = plan.iter().rposition(|s| s.start.is_none()) else {
+        return false;
+    };
+    let full = plan[full_at];
+    let incrementals = &plan[full_at + 1..];
+    let inc_bytes: u64 = incrementals.iter().map(|s| s.bytes).sum();
+    let cfg = repo.config.rebase;
+    incrementals.len() as u64 >= u64::from(cfg.max_incrementals)
+        || inc_bytes as f64 >= cfg.max_incremental_ratio * full.bytes as f64
 }
 
 fn pick_project(

@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
+pub mod forget_fork;
 pub mod projects;
 pub mod restore;
+pub mod retention;
 pub mod save;
 pub mod streams;
+pub mod trim;

@@ -37,6 +37,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
             "project": r.project.name,
             "project_id": r.project.id.to_string(),
             "created_project": r.created_project,
+            "rebased": r.rebased,
             "snapshot": s.end.to_string(),
             "start": s.start.as_ref().map(ToString::to_string),
             "kind": s.kind().as_str(),
@@ -54,6 +55,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         }));
     } else {
         let kind = match &s.start {
+            None if r.rebased => "full: the chain had grown too long or heavy".to_string(),
             None => "full".to_string(),
             Some(b) => format!("incremental on {b}"),
         };

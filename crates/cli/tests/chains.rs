@@ -1,0 +1,272 @@
+//! Chains end to end: many saves with rebases, a fork made by two working
+//! copies of one project, retention and trims; every retained snapshot (and
+//! the fork) restores byte-identical.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use strata_testing::tree::{self, Node};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("strata").unwrap();
+        c.env("STRATA_REPO", self.path("repo"))
+            .env("STRATA_STATE_DIR", self.path("state"));
+        c
+    }
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = self
+            .cmd()
+            .arg("--json")
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    fn save(&self, dir: &Path) -> Value {
+        std::thread::sleep(Duration::from_millis(60));
+        self.json(&["save", dir.to_str().unwrap()]).pop().unwrap()
+    }
+    fn streams(&self, kind: &str) -> Vec<Value> {
+        self.json(&["streams", "proj"])
+            .into_iter()
+            .filter(|v| v["type"] == kind)
+            .collect()
+    }
+    fn restore_matches(&self, snap: &str, expected: &BTreeMap<String, Node>) {
+        let t = self.path(&format!("check-{snap}"));
+        self.cmd()
+            .args(["restore", "proj", t.to_str().unwrap(), "--snapshot", snap])
+            .assert()
+            .success();
+        tree::assert_same(expected, &tree::capture(&t), snap);
+        fs::remove_dir_all(&t).unwrap();
+    }
+}
+
+fn edit(dir: &Path, round: usize) {
+    fs::write(
+        dir.join(format!("round-{round}.txt")),
+        format!("round {round}\n"),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("notes.md"),
+        format!("# notes after round {round}\n"),
+    )
+    .unwrap();
+    if round.is_multiple_of(3) {
+        let _ = fs::remove_file(dir.join(format!("round-{}.txt", round - 1)));
+    }
+}
+
+#[test]
+fn saves_rebases_forks_trims_and_restores() {
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    // A repository that rebases after 3 incrementals.
+    fs::create_dir_all(env.path("repo")).unwrap();
+    let mut cfg: toml::Table = toml::from_str(
+        &fs::read_to_string(env.path("repo/strata.toml")).unwrap_or_else(|_| {
+            env.cmd().args(["projects"]).assert().success();
+            fs::read_to_string(env.path("repo/strata.toml")).unwrap()
+        }),
+    )
+    .unwrap();
+    cfg.insert(
+        "rebase".into(),
+        toml::from_str("max-incrementals = 3").unwrap(),
+    );
+    fs::write(env.path("repo/strata.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+
+    let src = env.path("proj");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("data.bin"), tree::content(400_000, 1)).unwrap();
+    let mut captures: BTreeMap<String, BTreeMap<String, Node>> = BTreeMap::new();
+    let mut kinds = Vec::new();
+    for round in 0..9 {
+        if round > 0 {
+            edit(&src, round);
+        }
+        let saved = env.save(&src);
+        kinds.push((
+            saved["kind"].as_str().unwrap().to_string(),
+            saved["rebased"] == true,
+        ));
+        captures.insert(
+            saved["snapshot"].as_str().unwrap().to_string(),
+            tree::capture(&src),
+        );
+    }
+    // full, 3 incrementals, a rebase full, 3 incrementals, a rebase full.
+    let fulls: Vec<_> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.0 == "full")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(fulls, vec![0, 4, 8], "{kinds:?}");
+    assert!(kinds[4].1 && kinds[8].1);
+    let streams = env.streams("stream");
+    assert_eq!(streams.iter().filter(|s| s["role"] == "chain").count(), 1);
+    assert_eq!(streams.iter().filter(|s| s["role"] == "history").count(), 8);
+    // A rebase full stream names what the directory held as its parent.
+    let rebase = streams
+        .iter()
+        .find(|s| s["kind"] == "full" && !s["parent"].is_null())
+        .unwrap();
+    assert!(captures.contains_key(rebase["parent"].as_str().unwrap()));
+
+    // Two working copies of the newest snapshot, each edited and saved.
+    let a = env.path("copy-a");
+    let b = env.path("copy-b");
+    env.cmd()
+        .args(["restore", "proj", a.to_str().unwrap()])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["restore", "proj", b.to_str().unwrap()])
+        .assert()
+        .success();
+    fs::write(a.join("only-in-a"), b"A").unwrap();
+    let sa = env.save(&a);
+    captures.insert(
+        sa["snapshot"].as_str().unwrap().to_string(),
+        tree::capture(&a),
+    );
+    fs::write(b.join("only-in-b"), b"B").unwrap();
+    fs::remove_file(b.join("data.bin")).unwrap();
+    let sb = env.save(&b);
+    captures.insert(
+        sb["snapshot"].as_str().unwrap().to_string(),
+        tree::capture(&b),
+    );
+    assert_eq!(sa["kind"], "incremental");
+    assert_eq!(sa["start"], sb["start"]);
+
+    // The newest head wins; the other branch is a fork.
+    let forks = env.streams("fork");
+    assert_eq!(forks.len(), 1, "{forks:?}");
+    assert_eq!(forks[0]["head"], sa["snapshot"]);
+    assert_eq!(forks[0]["base"], sa["start"]);
+    let newest = env.path("newest");
+    env.cmd()
+        .args(["restore", "proj", newest.to_str().unwrap()])
+        .assert()
+        .success();
+    tree::assert_same(
+        &captures[sb["snapshot"].as_str().unwrap()],
+        &tree::capture(&newest),
+        "head",
+    );
+    env.restore_matches(
+        sa["snapshot"].as_str().unwrap(),
+        &captures[sa["snapshot"].as_str().unwrap()],
+    );
+
+    // Keep the 3 newest; a dry run deletes nothing.
+    env.cmd()
+        .args([
+            "retention",
+            "proj",
+            "--keep-last",
+            "3",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+        ])
+        .assert()
+        .success();
+    let before = env.streams("stream").len();
+    let plan = env.json(&["trim", "proj", "--dry-run"]).pop().unwrap();
+    assert_eq!(plan["event"], "trim-plan");
+    assert!(!plan["delete"].as_array().unwrap().is_empty());
+    assert_eq!(env.streams("stream").len(), before);
+
+    let done = env.json(&["trim", "proj"]).pop().unwrap();
+    assert_eq!(done["event"], "trimmed");
+    assert_eq!(done["delete"], plan["delete"]);
+    let after = env.streams("stream");
+    assert_eq!(
+        after.len(),
+        before - plan["delete"].as_array().unwrap().len()
+    );
+    // The fork survives the trim; every retained snapshot restores exactly.
+    assert_eq!(env.streams("fork").len(), 1);
+    let retained: Vec<String> = done["retained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(retained.contains(&sb["snapshot"].as_str().unwrap().to_string()));
+    assert!(retained.len() >= 3);
+    for snap in &retained {
+        env.restore_matches(snap, &captures[snap]);
+    }
+    env.restore_matches(
+        sa["snapshot"].as_str().unwrap(),
+        &captures[sa["snapshot"].as_str().unwrap()],
+    );
+    // What the plan said is lost is gone.
+    for lost in done["lost"].as_array().unwrap() {
+        let t = env.path("lost");
+        let code = env
+            .cmd()
+            .args([
+                "restore",
+                "proj",
+                t.to_str().unwrap(),
+                "--snapshot",
+                lost.as_str().unwrap(),
+            ])
+            .assert()
+            .failure()
+            .get_output()
+            .status
+            .code();
+        assert_eq!(code, Some(2));
+    }
+
+    // The fork goes only when asked.
+    let head = sa["snapshot"].as_str().unwrap();
+    let dry = env
+        .json(&["forget-fork", "proj", head, "--dry-run"])
+        .pop()
+        .unwrap();
+    assert_eq!(dry["delete"].as_array().unwrap().len(), 1);
+    assert_eq!(env.streams("fork").len(), 1);
+    env.json(&["forget-fork", "proj", head]);
+    assert!(env.streams("fork").is_empty());
+    env.cmd()
+        .args(["forget-fork", "proj", head])
+        .assert()
+        .code(2);
+    for snap in &retained {
+        env.restore_matches(snap, &captures[snap]);
+    }
+}
