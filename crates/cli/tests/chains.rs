@@ -2,64 +2,31 @@
 //! copies of one project, retention and trims; every retained snapshot (and
 //! the fork) restores byte-identical.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use assert_cmd::Command;
+use common::Env;
 use serde_json::Value;
 use strata_testing::tree::{self, Node};
 
-struct Env {
-    dir: tempfile::TempDir,
+fn listed(env: &Env, kind: &str) -> Vec<Value> {
+    env.json(&["streams", "proj"])
+        .into_iter()
+        .filter(|v| v["type"] == kind)
+        .collect()
 }
 
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("strata").unwrap();
-        c.env("STRATA_REPO", self.path("repo"))
-            .env("STRATA_STATE_DIR", self.path("state"));
-        c
-    }
-    fn json(&self, args: &[&str]) -> Vec<Value> {
-        let out = self
-            .cmd()
-            .arg("--json")
-            .args(args)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-    fn save(&self, dir: &Path) -> Value {
-        std::thread::sleep(Duration::from_millis(60));
-        self.json(&["save", dir.to_str().unwrap()]).pop().unwrap()
-    }
-    fn streams(&self, kind: &str) -> Vec<Value> {
-        self.json(&["streams", "proj"])
-            .into_iter()
-            .filter(|v| v["type"] == kind)
-            .collect()
-    }
-    fn restore_matches(&self, snap: &str, expected: &BTreeMap<String, Node>) {
-        let t = self.path(&format!("check-{snap}"));
-        self.cmd()
-            .args(["restore", "proj", t.to_str().unwrap(), "--snapshot", snap])
-            .assert()
-            .success();
-        tree::assert_same(expected, &tree::capture(&t), snap);
-        fs::remove_dir_all(&t).unwrap();
-    }
+fn restore_matches(env: &Env, snap: &str, expected: &BTreeMap<String, Node>) {
+    let t = env.path(&format!("check-{snap}"));
+    env.cmd()
+        .args(["restore", "proj", t.to_str().unwrap(), "--snapshot", snap])
+        .assert()
+        .success();
+    tree::assert_same(expected, &tree::capture(&t), snap);
+    fs::remove_dir_all(&t).unwrap();
 }
 
 fn edit(dir: &Path, round: usize) {
@@ -80,9 +47,7 @@ fn edit(dir: &Path, round: usize) {
 
 #[test]
 fn saves_rebases_forks_trims_and_restores() {
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let env = Env::new();
     // A repository that rebases after 3 incrementals.
     fs::create_dir_all(env.path("repo")).unwrap();
     let mut cfg: toml::Table = toml::from_str(
@@ -107,7 +72,7 @@ fn saves_rebases_forks_trims_and_restores() {
         if round > 0 {
             edit(&src, round);
         }
-        let saved = env.save(&src);
+        let saved = env.save(&src, &[]);
         kinds.push((
             saved["kind"].as_str().unwrap().to_string(),
             saved["rebased"] == true,
@@ -126,7 +91,7 @@ fn saves_rebases_forks_trims_and_restores() {
         .collect();
     assert_eq!(fulls, vec![0, 4, 8], "{kinds:?}");
     assert!(kinds[4].1 && kinds[8].1);
-    let streams = env.streams("stream");
+    let streams = listed(&env, "stream");
     assert_eq!(streams.iter().filter(|s| s["role"] == "chain").count(), 1);
     assert_eq!(streams.iter().filter(|s| s["role"] == "history").count(), 8);
     // A rebase full stream names what the directory held as its parent.
@@ -148,14 +113,14 @@ fn saves_rebases_forks_trims_and_restores() {
         .assert()
         .success();
     fs::write(a.join("only-in-a"), b"A").unwrap();
-    let sa = env.save(&a);
+    let sa = env.save(&a, &[]);
     captures.insert(
         sa["snapshot"].as_str().unwrap().to_string(),
         tree::capture(&a),
     );
     fs::write(b.join("only-in-b"), b"B").unwrap();
     fs::remove_file(b.join("data.bin")).unwrap();
-    let sb = env.save(&b);
+    let sb = env.save(&b, &[]);
     captures.insert(
         sb["snapshot"].as_str().unwrap().to_string(),
         tree::capture(&b),
@@ -164,7 +129,7 @@ fn saves_rebases_forks_trims_and_restores() {
     assert_eq!(sa["start"], sb["start"]);
 
     // The newest head wins; the other branch is a fork.
-    let forks = env.streams("fork");
+    let forks = listed(&env, "fork");
     assert_eq!(forks.len(), 1, "{forks:?}");
     assert_eq!(forks[0]["head"], sa["snapshot"]);
     assert_eq!(forks[0]["base"], sa["start"]);
@@ -178,7 +143,8 @@ fn saves_rebases_forks_trims_and_restores() {
         &tree::capture(&newest),
         "head",
     );
-    env.restore_matches(
+    restore_matches(
+        &env,
         sa["snapshot"].as_str().unwrap(),
         &captures[sa["snapshot"].as_str().unwrap()],
     );
@@ -201,22 +167,22 @@ fn saves_rebases_forks_trims_and_restores() {
         ])
         .assert()
         .success();
-    let before = env.streams("stream").len();
+    let before = listed(&env, "stream").len();
     let plan = env.json(&["trim", "proj", "--dry-run"]).pop().unwrap();
     assert_eq!(plan["event"], "trim-plan");
     assert!(!plan["delete"].as_array().unwrap().is_empty());
-    assert_eq!(env.streams("stream").len(), before);
+    assert_eq!(listed(&env, "stream").len(), before);
 
     let done = env.json(&["trim", "proj"]).pop().unwrap();
     assert_eq!(done["event"], "trimmed");
     assert_eq!(done["delete"], plan["delete"]);
-    let after = env.streams("stream");
+    let after = listed(&env, "stream");
     assert_eq!(
         after.len(),
         before - plan["delete"].as_array().unwrap().len()
     );
     // The fork survives the trim; every retained snapshot restores exactly.
-    assert_eq!(env.streams("fork").len(), 1);
+    assert_eq!(listed(&env, "fork").len(), 1);
     let retained: Vec<String> = done["retained"]
         .as_array()
         .unwrap()
@@ -226,9 +192,10 @@ fn saves_rebases_forks_trims_and_restores() {
     assert!(retained.contains(&sb["snapshot"].as_str().unwrap().to_string()));
     assert!(retained.len() >= 3);
     for snap in &retained {
-        env.restore_matches(snap, &captures[snap]);
+        restore_matches(&env, snap, &captures[snap]);
     }
-    env.restore_matches(
+    restore_matches(
+        &env,
         sa["snapshot"].as_str().unwrap(),
         &captures[sa["snapshot"].as_str().unwrap()],
     );
@@ -259,14 +226,14 @@ fn saves_rebases_forks_trims_and_restores() {
         .pop()
         .unwrap();
     assert_eq!(dry["delete"].as_array().unwrap().len(), 1);
-    assert_eq!(env.streams("fork").len(), 1);
+    assert_eq!(listed(&env, "fork").len(), 1);
     env.json(&["forget-fork", "proj", head]);
-    assert!(env.streams("fork").is_empty());
+    assert!(listed(&env, "fork").is_empty());
     env.cmd()
         .args(["forget-fork", "proj", head])
         .assert()
         .code(2);
     for snap in &retained {
-        env.restore_matches(snap, &captures[snap]);
+        restore_matches(&env, snap, &captures[snap]);
     }
 }

@@ -1,61 +1,12 @@
 //! The `strata` binary, end to end, on the embedded default repository.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
 
-use assert_cmd::Command;
+use std::fs;
+
+use common::Env;
 use serde_json::Value;
 use strata_testing::tree;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("strata").unwrap();
-        c.env("STRATA_REPO", self.path("repo"))
-            .env("STRATA_STATE_DIR", self.path("state"))
-            .env_remove("STRATA_CHUNKS")
-            .env_remove("STRATA_CATALOG");
-        c
-    }
-    fn json(&self, args: &[&str]) -> Vec<Value> {
-        let out = self
-            .cmd()
-            .arg("--json")
-            .args(args)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect()
-    }
-    fn save(&self, dir: &Path, extra: &[&str]) -> Value {
-        // Let the edits leave the racy window so the index can trust them.
-        std::thread::sleep(Duration::from_millis(60));
-        let mut args = vec!["save", dir.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        self.json(&args)
-            .into_iter()
-            .find(|v| v["event"] == "saved")
-            .expect("a saved event")
-    }
-}
 
 #[test]
 fn save_edit_save_restore_both_snapshots() {

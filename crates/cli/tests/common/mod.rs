@@ -1,0 +1,58 @@
+//! The test environment shared by the CLI tests: a temporary directory
+//! with its own repository and state, and the `strata` binary run in it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("strata").unwrap();
+        c.env("STRATA_REPO", self.path("repo"))
+            .env("STRATA_STATE_DIR", self.path("state"))
+            .env_remove("STRATA_CHUNKS")
+            .env_remove("STRATA_CATALOG");
+        c
+    }
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = self
+            .cmd()
+            .arg("--json")
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    }
+    pub fn save(&self, dir: &Path, extra: &[&str]) -> Value {
+        // Let the edits leave the racy window so the index can trust them.
+        std::thread::sleep(Duration::from_millis(60));
+        let mut args = vec!["save", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.json(&args)
+            .into_iter()
+            .find(|v| v["event"] == "saved")
+            .expect("a saved event")
+    }
+}
