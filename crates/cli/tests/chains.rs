@@ -149,6 +149,11 @@ fn saves_rebases_forks_trims_and_restores() {
         &captures[sa["snapshot"].as_str().unwrap()],
     );
 
+    // `--all` plans every project (one object each).
+    let all = env.json(&["trim", "--all", "--dry-run"]);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["project"], "proj");
+
     // Keep the 3 newest; a dry run deletes nothing.
     env.cmd()
         .args([

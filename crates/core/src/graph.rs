@@ -261,3 +261,70 @@ fn forks(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProjectId;
+
+    fn snap(n: i64) -> SnapshotId {
+        SnapshotId::new(n * 1000, 0)
+    }
+
+    fn stream(start: Option<i64>, end: i64, parent: Option<i64>, host: &str) -> StreamInfo {
+        StreamInfo {
+            id: StreamId::random(),
+            project: ProjectId(uuid::Uuid::nil()),
+            start: start.map(snap),
+            end: snap(end),
+            parent: parent.map(snap),
+            engine: "native".into(),
+            bytes: 10,
+            chunks: 1,
+            new_bytes: 10,
+            new_stored_bytes: 10,
+            created_ms: end,
+            host: host.into(),
+        }
+    }
+
+    #[test]
+    fn missing_stream_is_reported_with_what_it_cost() {
+        // 1 -> 2 -> 3 -> 4, and the stream to 2 is gone.
+        let s = vec![
+            stream(None, 1, None, "a"),
+            stream(Some(2), 3, Some(2), "a"),
+            stream(Some(3), 4, Some(3), "a"),
+        ];
+        let r = analyze(&s).unwrap();
+        assert_eq!(r.head, Some(snap(1)));
+        assert_eq!(r.unreachable.len(), 2);
+        assert!(
+            r.unreachable[0].why.contains("missing"),
+            "{:?}",
+            r.unreachable
+        );
+        assert!(r.unreachable[1].why.contains("itself unreachable"));
+        let lost: Vec<_> = r.lost_newer.iter().map(|(s, _)| s.clone()).collect();
+        assert_eq!(lost, vec![snap(3), snap(4)]);
+        assert_eq!(r.role(&s[1].id), Some(Role::Unreachable));
+    }
+
+    #[test]
+    fn two_saves_from_one_base_make_a_fork() {
+        let s = vec![
+            stream(None, 1, None, "a"),
+            stream(Some(1), 2, Some(1), "host-a"),
+            stream(Some(1), 3, Some(1), "host-b"),
+        ];
+        let r = analyze(&s).unwrap();
+        assert_eq!(r.head, Some(snap(3)));
+        assert_eq!(r.main_line, vec![snap(1), snap(3)]);
+        assert_eq!(r.forks.len(), 1);
+        let f = &r.forks[0];
+        assert_eq!((f.head.clone(), f.base.clone()), (snap(2), Some(snap(1))));
+        assert_eq!(f.hosts, vec!["host-a".to_string()]);
+        assert_eq!(r.role(&s[1].id), Some(Role::Fork));
+        assert_eq!(r.role(&s[2].id), Some(Role::Chain));
+    }
+}
