@@ -20,8 +20,15 @@ use crate::relpath::RelPath;
 pub const STREAM_MAGIC: &[u8; 8] = b"\x89STRATA\n";
 /// Magic at the start of an index file.
 pub const INDEX_MAGIC: &[u8; 8] = b"\x89STRIDX\n";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The stream format version this build writes. Version 2 added sub-file
+/// patches (FILE_PATCH, PATCH_DATA, PATCH_END); version 1 streams, which
+/// never contain them, are still read.
+pub const STREAM_VERSION: u32 = 2;
+/// The oldest stream format version this build reads.
+pub const STREAM_VERSION_MIN: u32 = 1;
+/// The index format version (local state: an index of another version is
+/// not used, and the next save is a full stream).
+pub const INDEX_VERSION: u32 = 2;
 /// Largest payload accepted in one record.
 pub const MAX_RECORD: u32 = 2 << 20;
 /// Largest file-content payload written in one data record.
@@ -41,6 +48,9 @@ pub mod tag {
     pub const FIFO: u8 = 9;
     pub const DELETE: u8 = 10;
     pub const INDEX_ENTRY: u8 = 11;
+    pub const FILE_PATCH: u8 = 12;
+    pub const PATCH_DATA: u8 = 13;
+    pub const PATCH_END: u8 = 14;
     pub const TRAILER: u8 = 15;
 }
 
@@ -376,6 +386,19 @@ impl<'a> Dec<'a> {
         Ok(i64::from_le_bytes(
             self.take(8, what)?.try_into().expect("8"),
         ))
+    }
+    /// Reads `N` bytes.
+    ///
+    /// # Errors
+    /// When the record is too short.
+    pub fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        Ok(self.take(N, what)?.try_into().expect("N bytes"))
+    }
+    /// Reads the rest of the record.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let s = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        s
     }
     /// Reads a byte string.
     ///

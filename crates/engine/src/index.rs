@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{EngineError, Result};
-use crate::format::{Dec, Enc, INDEX_MAGIC, RecordReader, RecordWriter, VERSION, tag};
+use crate::format::{
+    DATA_RECORD, Dec, Enc, INDEX_MAGIC, INDEX_VERSION as VERSION, RecordReader, RecordWriter, tag,
+};
 use crate::relpath::RelPath;
 
 /// What kind of entry a path is.
@@ -54,6 +56,43 @@ pub struct IndexEntry {
     pub ctime: (i64, u32),
     /// `st_ino`.
     pub ino: u64,
+    /// Hashes of the file's content in blocks, for sub-file patches; only
+    /// for regular files whose content this host sent.
+    pub blocks: Option<Blocks>,
+}
+
+/// Most blocks hashed per file: block sizes double from 64 KiB until a file
+/// has at most this many, so a file's list is at most 1 MiB.
+pub const MAX_BLOCKS: u64 = 1 << 16;
+const MIN_BLOCK: u64 = 64 << 10;
+
+/// A file's content as fixed-size blocks, each named by the first 16 bytes
+/// of its BLAKE3 hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocks {
+    /// Block size in bytes (a power of two, at least 64 KiB).
+    pub block_size: u32,
+    /// One hash per block; the last block may be short.
+    pub hashes: Vec<[u8; 16]>,
+}
+
+impl Blocks {
+    /// The block size used for a file of `size` bytes, or `None` when the
+    /// file is too large to patch (blocks would exceed a data record).
+    pub fn block_size_for(size: u64) -> Option<u32> {
+        let mut bs = MIN_BLOCK;
+        while size.div_ceil(bs) > MAX_BLOCKS {
+            bs *= 2;
+        }
+        (bs <= DATA_RECORD as u64).then_some(bs as u32)
+    }
+
+    /// The hash of one block.
+    pub fn hash(block: &[u8]) -> [u8; 16] {
+        blake3::hash(block).as_bytes()[..16]
+            .try_into()
+            .expect("16 bytes")
+    }
 }
 
 impl IndexEntry {
@@ -67,6 +106,7 @@ impl IndexEntry {
             mtime: (md.mtime(), md.mtime_nsec() as u32),
             ctime: (md.ctime(), md.ctime_nsec() as u32),
             ino: md.ino(),
+            blocks: None,
         }
     }
 
@@ -125,6 +165,17 @@ impl<W: Write> IndexWriter<W> {
             .i64(e.ctime.0)
             .u32(e.ctime.1)
             .u64(e.ino);
+        match &e.blocks {
+            Some(b) => {
+                enc.u8(1).u32(b.block_size).u32(b.hashes.len() as u32);
+                for h in &b.hashes {
+                    enc.0.extend_from_slice(h);
+                }
+            }
+            None => {
+                enc.u8(0);
+            }
+        }
         self.w.record(tag::INDEX_ENTRY, &enc.0)?;
         self.entries += 1;
         if cfg!(debug_assertions) {
@@ -226,7 +277,24 @@ impl<R: Read> IndexReader<R> {
                     mtime: (d.i64("mtime")?, d.u32("mtime")?),
                     ctime: (d.i64("ctime")?, d.u32("ctime")?),
                     ino: d.u64("ino")?,
+                    blocks: None,
                 };
+                let mut e = e;
+                if d.u8("blocks flag")? == 1 {
+                    let block_size = d.u32("block size")?;
+                    let n = d.u32("block count")? as usize;
+                    if n as u64 > MAX_BLOCKS || !block_size.is_power_of_two() {
+                        return Err(EngineError::Corrupt {
+                            offset,
+                            why: "invalid block list in index".into(),
+                        });
+                    }
+                    let mut hashes = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        hashes.push(d.fixed::<16>("block hash")?);
+                    }
+                    e.blocks = Some(Blocks { block_size, hashes });
+                }
                 d.end()?;
                 if self.last.as_ref().is_some_and(|l| *l >= e.path) {
                     return Err(EngineError::Corrupt {

@@ -276,6 +276,111 @@ fn a_valid_stream_is_accepted() {
     assert_eq!(fs::read(dir.path().join("d/f")).unwrap(), b"hi");
 }
 
+/// A patch record for `path` declaring `size` bytes.
+fn patch(b: B, path: &[u8], size: u64) -> B {
+    let mut e = Enc::default();
+    e.bytes(path).meta(&meta()).u64(size);
+    let mut b = b.raw(tag::FILE_PATCH, &e.0);
+    b.entries += 1;
+    b
+}
+
+fn patch_data(mut b: B, offset: u64, data: &[u8]) -> B {
+    let mut e = Enc::default();
+    e.u64(offset);
+    e.0.extend_from_slice(data);
+    b = b.raw(tag::PATCH_DATA, &e.0);
+    b.data += data.len() as u64;
+    b
+}
+
+#[test]
+fn patches_of_what_is_not_there_or_out_of_range() {
+    refused_naming(
+        &patch(B::new().dir(""), b"nothing", 5).finish(),
+        "not a regular file",
+    );
+    let s = patch(
+        B::new()
+            .dir("")
+            .entry(tag::SYMLINK, b"l", Some(b"../outside/secret")),
+        b"m",
+        1,
+    )
+    .finish();
+    refused_naming(&s, "\"m\"");
+    // Ranges are checked against a target that holds the base file.
+    let on_base = |stream: Vec<u8>| {
+        let sandbox = tempfile::tempdir().unwrap();
+        let t = sandbox.path().join("t");
+        fs::create_dir(&t).unwrap();
+        native::receive(
+            &t,
+            &B::new().dir("").file(b"f", b"hello").finish()[..],
+            None,
+            &Quiet,
+        )
+        .unwrap();
+        native::receive(&t, &stream[..], Some("s1"), &Quiet)
+            .unwrap_err()
+            .to_string()
+    };
+    let b = patch(B::with_header(2, "s1", "s2"), b"f", 4);
+    let err = on_base(patch_data(b, 2, b"xyz").finish());
+    assert!(
+        err.contains("past the size") && err.contains("\"f\""),
+        "{err}"
+    );
+    let b = patch(B::with_header(2, "s1", "s2"), b"f", 10);
+    let err = on_base(patch_data(patch_data(b, 4, b"ab"), 1, b"c").finish());
+    assert!(err.contains("out of order"), "{err}");
+}
+
+#[test]
+fn a_patch_that_does_not_produce_its_hash_is_refused() {
+    // Applies to "f" but claims a content hash of something else.
+    let sandbox = tempfile::tempdir().unwrap();
+    let t = sandbox.path().join("t");
+    fs::create_dir(&t).unwrap();
+    native::receive(
+        &t,
+        &B::new().dir("").file(b"f", b"hello world").finish()[..],
+        None,
+        &Quiet,
+    )
+    .unwrap();
+    let b = patch_data(patch(B::with_header(2, "s1", "s2"), b"f", 11), 0, b"J");
+    let mut end = Enc::default();
+    end.u64(11);
+    end.0
+        .extend_from_slice(blake3::hash(b"Xello world").as_bytes());
+    let s = b.raw(tag::PATCH_END, &end.0).finish();
+    let err = native::receive(&t, &s[..], Some("s1"), &Quiet).unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its content hash"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"f\""), "{err}");
+    // The right hash is accepted.
+    let b = patch_data(patch(B::with_header(2, "s1", "s2"), b"f", 11), 0, b"J");
+    let mut end = Enc::default();
+    end.u64(11);
+    end.0
+        .extend_from_slice(blake3::hash(b"Jello world").as_bytes());
+    let s = b.raw(tag::PATCH_END, &end.0).finish();
+    let t2 = sandbox.path().join("t2");
+    fs::create_dir(&t2).unwrap();
+    native::receive(
+        &t2,
+        &B::new().dir("").file(b"f", b"hello world").finish()[..],
+        None,
+        &Quiet,
+    )
+    .unwrap();
+    native::receive(&t2, &s[..], Some("s1"), &Quiet).unwrap();
+    assert_eq!(fs::read(t2.join("f")).unwrap(), b"Jello world");
+}
+
 fn real_stream() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");

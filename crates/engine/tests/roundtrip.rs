@@ -135,3 +135,77 @@ proptest! {
         run_sequence(&initial, &rounds);
     }
 }
+
+#[test]
+fn edits_inside_large_files_travel_as_patches() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("big.bin"), tree::content(3_000_000, 4)).unwrap();
+    fs::write(src.join("log.txt"), tree::content(500_000, 5)).unwrap();
+    fs::write(src.join("shrinks.bin"), tree::content(900_000, 6)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let s1 = save(&src, None, 1);
+    let c1 = tree::capture(&src);
+
+    // 4 KiB overwritten in the middle, a line appended, a file truncated.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big.bin"))
+        .unwrap();
+    f.seek(SeekFrom::Start(1_500_000)).unwrap();
+    f.write_all(&[0xAB; 4096]).unwrap();
+    drop(f);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("log.txt"))
+        .unwrap()
+        .write_all(b"one more line\n")
+        .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("shrinks.bin"))
+        .unwrap()
+        .set_len(100_000)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let s2 = save(&src, Some(&s1), 2);
+    let c2 = tree::capture(&src);
+    // Only the touched blocks travel (64 KiB blocks: at most a few).
+    assert!(
+        s2.stream.len() < 400_000,
+        "incremental of {} bytes",
+        s2.stream.len()
+    );
+
+    // A second edit patches against the blocks the first incremental recorded.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("big.bin"))
+        .unwrap();
+    f.seek(SeekFrom::Start(10)).unwrap();
+    f.write_all(b"patched again").unwrap();
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let s3 = save(&src, Some(&s2), 3);
+    let c3 = tree::capture(&src);
+    assert!(
+        s3.stream.len() < 200_000,
+        "incremental of {} bytes",
+        s3.stream.len()
+    );
+
+    for (i, (chain, want)) in [
+        (vec![&s1], &c1),
+        (vec![&s1, &s2], &c2),
+        (vec![&s1, &s2, &s3], &c3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = dir.path().join(format!("t{i}"));
+        restore(&chain, &t).unwrap();
+        tree::assert_same(want, &tree::capture(&t), &format!("snapshot {}", i + 1));
+    }
+}

@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,9 @@ use xattr::FileExt;
 use super::StreamHeader;
 use crate::Observer;
 use crate::error::{EngineError, Result};
-use crate::format::{Dec, Meta, Record, RecordReader, STREAM_MAGIC, VERSION, tag};
+use crate::format::{
+    Dec, Meta, Record, RecordReader, STREAM_MAGIC, STREAM_VERSION, STREAM_VERSION_MIN, tag,
+};
 use crate::relpath::RelPath;
 
 /// What a receive applied.
@@ -39,6 +41,9 @@ struct OpenFile {
     file: File,
     meta: Meta,
     written: u64,
+    /// For a patch: the declared new size and the lowest offset the next
+    /// PATCH_DATA may write at (ranges come in order and do not overlap).
+    patch: Option<(u64, u64)>,
 }
 
 struct Receiver<'a> {
@@ -156,10 +161,10 @@ fn parse_header(rec: &Record<'_>) -> Result<StreamHeader> {
     }
     let mut d = Dec::new(rec);
     let version = d.u32("version")?;
-    if version != VERSION {
+    if !(STREAM_VERSION_MIN..=STREAM_VERSION).contains(&version) {
         return Err(EngineError::Version {
             found: version,
-            supported: VERSION,
+            supported: STREAM_VERSION,
         });
     }
     let text = |b: &[u8], what: &str| {
@@ -202,7 +207,7 @@ impl Receiver<'_> {
     fn apply(&mut self, rec: &Record<'_>) -> Result<()> {
         match rec.tag {
             tag::DATA => {
-                let Some(f) = &mut self.open else {
+                let Some(f) = self.open.as_mut().filter(|f| f.patch.is_none()) else {
                     return Err(corrupt(rec, "file data outside a file"));
                 };
                 f.file
@@ -213,8 +218,80 @@ impl Receiver<'_> {
                 self.obs.file_bytes(rec.payload.len() as u64);
                 Ok(())
             }
+            tag::PATCH_DATA => {
+                let Some(f) = self.open.as_mut().filter(|f| f.patch.is_some()) else {
+                    return Err(corrupt(rec, "patch data outside a patch"));
+                };
+                let mut d = Dec::new(rec);
+                let offset = d.u64("patch offset")?;
+                let data = d.rest();
+                let (size, min) = f.patch.expect("a patch");
+                let end = offset.checked_add(data.len() as u64);
+                if offset < min || end.is_none_or(|e| e > size) {
+                    return Err(EngineError::refused(
+                        f.path.as_bytes(),
+                        format!(
+                            "patch range at {offset} (+{}) out of order or past the size {size}",
+                            data.len()
+                        ),
+                    ));
+                }
+                f.file
+                    .write_all_at(data, offset)
+                    .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
+                f.patch = Some((size, offset + data.len() as u64));
+                f.written += data.len() as u64;
+                self.file_bytes += data.len() as u64;
+                self.obs.file_bytes(data.len() as u64);
+                Ok(())
+            }
+            tag::PATCH_END => {
+                let Some(f) = self.open.take_if(|f| f.patch.is_some()) else {
+                    return Err(corrupt(rec, "end of patch outside a patch"));
+                };
+                let mut d = Dec::new(rec);
+                let size = d.u64("size")?;
+                let want: [u8; 32] = d.fixed("content hash")?;
+                d.end()?;
+                let (declared, _) = f.patch.expect("a patch");
+                let full = f.path.under(self.root);
+                if size != declared {
+                    return Err(EngineError::refused(
+                        f.path.as_bytes(),
+                        format!("patch declares {declared} bytes, ends with {size}"),
+                    ));
+                }
+                f.file
+                    .set_len(size)
+                    .map_err(|e| EngineError::io("truncate", &full, e))?;
+                // The patched file must be exactly what the sender read.
+                let mut h = blake3::Hasher::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut at = 0u64;
+                while at < size {
+                    let n = f
+                        .file
+                        .read_at(&mut buf, at)
+                        .map_err(|e| EngineError::io("read", &full, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    at += n as u64;
+                }
+                if *h.finalize().as_bytes() != want {
+                    return Err(EngineError::Corrupt {
+                        offset: rec.offset,
+                        why: format!(
+                            "patched file {:?} does not match its content hash (the target did not hold the base content)",
+                            f.path
+                        ),
+                    });
+                }
+                self.finish_file(f)
+            }
             tag::FILE_END => {
-                let Some(f) = self.open.take() else {
+                let Some(f) = self.open.take_if(|f| f.patch.is_none()) else {
                     return Err(corrupt(rec, "end of file outside a file"));
                 };
                 let mut d = Dec::new(rec);
@@ -240,9 +317,13 @@ impl Receiver<'_> {
                 Ok(())
             }
             tag::HEADER => Err(corrupt(rec, "a second header")),
-            tag::DIR | tag::FILE | tag::SYMLINK | tag::HARDLINK | tag::FIFO | tag::DELETE => {
-                self.entry(rec)
-            }
+            tag::DIR
+            | tag::FILE
+            | tag::FILE_PATCH
+            | tag::SYMLINK
+            | tag::HARDLINK
+            | tag::FIFO
+            | tag::DELETE => self.entry(rec),
             t => Err(corrupt(rec, &format!("unknown record tag {t}"))),
         }
     }
@@ -316,6 +397,34 @@ impl Receiver<'_> {
                     file,
                     meta,
                     written: 0,
+                    patch: None,
+                });
+            }
+            tag::FILE_PATCH => {
+                let meta = d.meta()?;
+                let size = d.u64("size")?;
+                d.end()?;
+                match fs::symlink_metadata(&full) {
+                    Ok(md) if md.file_type().is_file() => {}
+                    _ => {
+                        return Err(EngineError::refused(
+                            path.as_bytes(),
+                            "patch of a path that is not a regular file in the target",
+                        ));
+                    }
+                }
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&full)
+                    .map_err(|e| EngineError::io("open", &full, e))?;
+                self.open = Some(OpenFile {
+                    path,
+                    file,
+                    meta,
+                    written: 0,
+                    patch: Some((size, 0)),
                 });
             }
             tag::SYMLINK => {

@@ -15,8 +15,8 @@ use xattr::FileExt;
 use super::{StreamHeader, meta_of, xattr_names_sorted};
 use crate::Observer;
 use crate::error::{EngineError, Result};
-use crate::format::{DATA_RECORD, Enc, Meta, RecordWriter, STREAM_MAGIC, VERSION, tag};
-use crate::index::{IndexEntry, IndexReader, IndexWriter, Kind};
+use crate::format::{DATA_RECORD, Enc, Meta, RecordWriter, STREAM_MAGIC, STREAM_VERSION, tag};
+use crate::index::{Blocks, IndexEntry, IndexReader, IndexWriter, Kind};
 use crate::relpath::RelPath;
 
 /// How many times a file that changes while it is read is read again.
@@ -152,6 +152,8 @@ struct Sender<'a, W: Write> {
     sum: SendSummary,
     buf: Vec<u8>,
     consumed: &'a AtomicU64,
+    /// File content bytes written into DATA and PATCH_DATA records.
+    data_bytes: u64,
 }
 
 /// Writes the stream from the snapshot described by `base` (or from nothing)
@@ -198,7 +200,7 @@ fn send_walk<W: Write, I: Write, B: Read>(
 ) -> Result<SendSummary> {
     let mut w = RecordWriter::new(BufWriter::with_capacity(256 << 10, out), STREAM_MAGIC)?;
     let mut h = Enc::default();
-    h.u32(VERSION)
+    h.u32(STREAM_VERSION)
         .bytes(header.start.as_deref().unwrap_or("").as_bytes())
         .bytes(header.end.as_bytes())
         .i64(header.created_ms)
@@ -214,6 +216,7 @@ fn send_walk<W: Write, I: Write, B: Read>(
         sum: SendSummary::default(),
         buf: vec![0; DATA_RECORD],
         consumed,
+        data_bytes: 0,
     };
     let mut old = OldIndex::new(base)?;
     let racy = racy_from();
@@ -274,22 +277,26 @@ fn send_walk<W: Write, I: Write, B: Read>(
         s.flush_deleted(&mut old, Some(&rel))?;
         s.stack.truncate(entry.depth());
         s.obs.entry();
-        let cur = IndexEntry::from_metadata(rel, kind, &md);
+        let mut cur = IndexEntry::from_metadata(rel, kind, &md);
         let mut unchanged = false;
-        if let Some(o) = old.peek()
-            && o.path == cur.path
-        {
+        // The base's block hashes of this path, for a sub-file patch.
+        let mut prev_blocks = None;
+        if old.peek().is_some_and(|o| o.path == cur.path) {
+            let o = old.take()?.expect("peeked");
             unchanged = o.same_as(&cur);
             if o.kind == Kind::Dir && kind != Kind::Dir {
                 old.skip_under = Some(o.path.clone());
             }
-            old.advance()?;
+            if o.kind == Kind::File {
+                prev_blocks = o.blocks;
+            }
         }
         s.sum.entries += 1;
         let key = (md.dev(), md.ino());
         if unchanged {
             if kind == Kind::File {
                 s.obs.file_bytes(md.size());
+                cur.blocks = prev_blocks;
             }
             if kind == Kind::File && md.nlink() > 1 {
                 s.links.entry(key).or_insert_with(|| cur.path.clone());
@@ -329,7 +336,7 @@ fn send_walk<W: Write, I: Write, B: Read>(
                     index.push(&settled(cur.clone(), racy))?;
                     continue;
                 }
-                match s.send_file(&cur.path, &md)? {
+                match s.send_file(&cur.path, &md, prev_blocks)? {
                     FileOutcome::Vanished => {
                         // Not in the new snapshot; if the base had it, delete it.
                         if old.last_consumed_was(&cur.path) {
@@ -338,11 +345,12 @@ fn send_walk<W: Write, I: Write, B: Read>(
                         }
                         s.sum.entries -= 1;
                     }
-                    FileOutcome::Saved { stable } => {
+                    FileOutcome::Saved { stable, blocks } => {
                         if md.nlink() > 1 {
                             s.links.entry(key).or_insert_with(|| cur.path.clone());
                         }
                         let mut e = settled(cur.clone(), racy);
+                        e.blocks = blocks;
                         if !stable {
                             // Make the next save read it again.
                             e.mtime = (0, 0);
@@ -389,7 +397,7 @@ fn send_walk<W: Write, I: Write, B: Read>(
     let mut t = Enc::default();
     t.u64(s.sum.emitted + s.sum.deleted)
         .u64(records)
-        .u64(s.sum.file_bytes);
+        .u64(s.data_bytes);
     s.out.record(tag::TRAILER, &t.0)?;
     s.sum.stream_bytes = s.out.bytes();
     s.out
@@ -402,7 +410,10 @@ fn send_walk<W: Write, I: Write, B: Read>(
 
 enum FileOutcome {
     Vanished,
-    Saved { stable: bool },
+    Saved {
+        stable: bool,
+        blocks: Option<Blocks>,
+    },
 }
 
 impl<W: Write> Sender<'_, W> {
@@ -482,7 +493,12 @@ impl<W: Write> Sender<'_, W> {
         Ok(())
     }
 
-    fn send_file(&mut self, rel: &RelPath, lstat: &Metadata) -> Result<FileOutcome> {
+    fn send_file(
+        &mut self,
+        rel: &RelPath,
+        lstat: &Metadata,
+        prev: Option<Blocks>,
+    ) -> Result<FileOutcome> {
         let path = rel.under(self.root);
         for attempt in 1..=READ_ATTEMPTS {
             let file = match OpenOptions::new()
@@ -515,27 +531,53 @@ impl<W: Write> Sender<'_, W> {
             }
             let mut meta = meta_of(&before);
             meta.xattrs = read_xattrs_file(&file);
-            self.entry_record(tag::FILE, rel, &meta, None)?;
-            let (n, hit_eof_early) = self.copy_file(&file, before.size(), &path)?;
+            // A patch against the base's blocks, on the first attempt only:
+            // after an abort the receiver no longer holds the base content.
+            let base = prev.as_ref().filter(|b| {
+                attempt == 1 && Some(b.block_size) == Blocks::block_size_for(before.size())
+            });
+            match base {
+                Some(_) => {
+                    let mut e = Enc::default();
+                    e.bytes(rel.as_bytes()).meta(&meta).u64(before.size());
+                    self.out.record(tag::FILE_PATCH, &e.0)?;
+                    self.sum.emitted += 1;
+                }
+                None => self.entry_record(tag::FILE, rel, &meta, None)?,
+            }
+            let copied = self.copy_file(&file, before.size(), &path, base)?;
             let after = file
                 .metadata()
                 .map_err(|e| EngineError::io("stat", &path, e))?;
-            let stable = !hit_eof_early
+            let stable = !copied.ended_early
                 && after.size() == before.size()
                 && after.mtime() == before.mtime()
                 && after.mtime_nsec() == before.mtime_nsec()
                 && after.ctime() == before.ctime()
                 && after.ctime_nsec() == before.ctime_nsec();
             if stable || attempt == READ_ATTEMPTS {
-                self.out.record(tag::FILE_END, &Enc::default().u64(n).0)?;
-                self.sum.file_bytes += n;
+                match copied.whole_hash {
+                    Some(h) => {
+                        let mut e = Enc::default();
+                        e.u64(copied.bytes);
+                        e.0.extend_from_slice(&h);
+                        self.out.record(tag::PATCH_END, &e.0)?;
+                    }
+                    None => self
+                        .out
+                        .record(tag::FILE_END, &Enc::default().u64(copied.bytes).0)?,
+                }
+                self.sum.file_bytes += copied.bytes;
                 if !stable {
                     self.warn(
                         &rel.display(),
                         "changed while being read on every attempt; saved as read, it will be saved again next time",
                     );
                 }
-                return Ok(FileOutcome::Saved { stable });
+                return Ok(FileOutcome::Saved {
+                    stable,
+                    blocks: copied.blocks,
+                });
             }
             self.out.record(tag::FILE_ABORT, &[])?;
             self.warn(&rel.display(), "changed while being read; reading it again");
@@ -543,10 +585,23 @@ impl<W: Write> Sender<'_, W> {
         unreachable!("the last attempt always returns")
     }
 
-    /// Copies up to `size` bytes of `file` into data records. Returns the
-    /// bytes copied and whether the file ended before `size`.
-    fn copy_file(&mut self, mut file: &File, size: u64, path: &Path) -> Result<(u64, bool)> {
+    /// Reads up to `size` bytes of `file` in 1 MiB pieces and hashes its
+    /// blocks. Without `base`, every piece goes out as DATA. With `base`
+    /// (the blocks of the same path in the base snapshot, same block size),
+    /// only runs of blocks whose hash differs go out, as PATCH_DATA at their
+    /// offsets, and the whole content is hashed for the receiver to verify.
+    fn copy_file(
+        &mut self,
+        mut file: &File,
+        size: u64,
+        path: &Path,
+        base: Option<&Blocks>,
+    ) -> Result<Copied> {
+        let bs = Blocks::block_size_for(size);
+        let mut hashes: Vec<[u8; 16]> = Vec::new();
+        let mut whole = base.map(|_| blake3::Hasher::new());
         let mut done = 0u64;
+        let mut ended_early = false;
         while done < size {
             let want = (size - done).min(self.buf.len() as u64) as usize;
             let mut got = 0;
@@ -559,18 +614,66 @@ impl<W: Write> Sender<'_, W> {
                 }
             }
             if got == 0 {
-                return Ok((done, true));
+                ended_early = true;
+                break;
             }
-            self.out.record(tag::DATA, &self.buf[..got])?;
+            let piece = &self.buf[..got];
+            let first = hashes.len();
+            if let Some(bs) = bs {
+                hashes.extend(piece.chunks(bs as usize).map(Blocks::hash));
+            }
+            match (base, bs, whole.as_mut()) {
+                (Some(b), Some(bs), Some(h)) => {
+                    h.update(piece);
+                    let bs = bs as usize;
+                    let changed = |i: usize| b.hashes.get(first + i) != Some(&hashes[first + i]);
+                    let n = piece.len().div_ceil(bs);
+                    let mut i = 0;
+                    while i < n {
+                        if !changed(i) {
+                            i += 1;
+                            continue;
+                        }
+                        let start = i;
+                        while i < n && changed(i) {
+                            i += 1;
+                        }
+                        let (lo, hi) = (start * bs, (i * bs).min(piece.len()));
+                        let mut e = Enc::default();
+                        e.u64(done + lo as u64);
+                        e.0.extend_from_slice(&piece[lo..hi]);
+                        self.out.record(tag::PATCH_DATA, &e.0)?;
+                        self.data_bytes += (hi - lo) as u64;
+                    }
+                }
+                _ => {
+                    self.out.record(tag::DATA, piece)?;
+                    self.data_bytes += got as u64;
+                }
+            }
             self.obs.file_bytes(got as u64);
             self.consumed.fetch_add(got as u64, Ordering::Relaxed);
             done += got as u64;
             if got < want {
-                return Ok((done, true));
+                ended_early = true;
+                break;
             }
         }
-        Ok((done, false))
+        Ok(Copied {
+            bytes: done,
+            ended_early,
+            blocks: bs.map(|block_size| Blocks { block_size, hashes }),
+            whole_hash: whole.map(|h| *h.finalize().as_bytes()),
+        })
     }
+}
+
+/// What [`Sender::copy_file`] read.
+struct Copied {
+    bytes: u64,
+    ended_early: bool,
+    blocks: Option<Blocks>,
+    whole_hash: Option<[u8; 32]>,
 }
 
 /// The base index, read one entry ahead.
@@ -598,6 +701,16 @@ impl<B: Read> OldIndex<B> {
 
     fn peek(&self) -> Option<&IndexEntry> {
         self.next.as_ref()
+    }
+
+    /// The next entry, consumed.
+    fn take(&mut self) -> Result<Option<IndexEntry>> {
+        let e = self.next.take();
+        self.last = e.as_ref().map(|e| e.path.clone());
+        if let Some(r) = &mut self.reader {
+            self.next = r.next_entry()?;
+        }
+        Ok(e)
     }
 
     fn advance(&mut self) -> Result<()> {
