@@ -209,3 +209,44 @@ fn edits_inside_large_files_travel_as_patches() {
         tree::assert_same(want, &tree::capture(&t), &format!("snapshot {}", i + 1));
     }
 }
+
+#[test]
+fn removed_extended_attributes_stay_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("f"), tree::content(200_000, 1)).unwrap();
+    if xattr::set(src.join("f"), "user.keep", b"1").is_err() {
+        eprintln!("no user xattrs on this file system; skipping");
+        return;
+    }
+    xattr::set(src.join("f"), "user.gone", b"2").unwrap();
+    xattr::set(src.join("d"), "user.gone", b"3").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let s1 = save(&src, None, 1);
+    // The file is re-created (it will travel as a patch of the old one) with
+    // only one attribute; the directory loses its attribute.
+    fs::remove_file(src.join("f")).unwrap();
+    fs::write(src.join("f"), tree::content(200_000, 2)).unwrap();
+    xattr::set(src.join("f"), "user.keep", b"1").unwrap();
+    xattr::remove(src.join("d"), "user.gone").unwrap();
+    fs::write(src.join("d/touch"), b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let s2 = save(&src, Some(&s1), 2);
+    let t = dir.path().join("t");
+    restore(&[&s1, &s2], &t).unwrap();
+    let names = |p: &std::path::Path| {
+        let mut v: Vec<String> = xattr::list(p)
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&t.join("f")), vec!["user.keep".to_string()]);
+    assert!(names(&t.join("d")).is_empty(), "{:?}", names(&t.join("d")));
+    assert_eq!(
+        fs::read(t.join("f")).unwrap(),
+        fs::read(src.join("f")).unwrap()
+    );
+}

@@ -557,14 +557,16 @@ impl Receiver<'_> {
 
     fn finish_file(&mut self, f: OpenFile) -> Result<()> {
         let full = f.path.under(self.root);
-        for (k, v) in &f.meta.xattrs {
-            if let Err(e) = f.file.set_xattr(OsStr::from_bytes(k), v) {
-                self.obs.warning(
-                    &f.path.display(),
-                    &format!("extended attribute not restored: {e}"),
-                );
-            }
-        }
+        // A patched file is the old inode: drop attributes it no longer has.
+        let file = &f.file;
+        sync_xattrs(
+            &f.meta.xattrs,
+            file.list_xattr(),
+            |n| file.remove_xattr(n),
+            |n, v| file.set_xattr(n, v),
+            &f.path.display(),
+            self.obs,
+        );
         f.file
             .set_permissions(fs::Permissions::from_mode(f.meta.mode & 0o7777))
             .map_err(|e| EngineError::io("chmod", &full, e))?;
@@ -584,14 +586,15 @@ impl Receiver<'_> {
             }
             let (p, meta) = self.dirs.pop().expect("non-empty");
             let full = p.under(self.root);
-            for (k, v) in &meta.xattrs {
-                if let Err(e) = xattr::set(&full, OsStr::from_bytes(k), v) {
-                    self.obs.warning(
-                        &p.display(),
-                        &format!("extended attribute not restored: {e}"),
-                    );
-                }
-            }
+            // A directory kept from the base may carry attributes it lost.
+            sync_xattrs(
+                &meta.xattrs,
+                xattr::list(&full),
+                |n| xattr::remove(&full, n),
+                |n, v| xattr::set(&full, n, v),
+                &p.display(),
+                self.obs,
+            );
             let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
             fs::set_permissions(&full, fs::Permissions::from_mode(meta.mode & 0o7777))
                 .map_err(|e| EngineError::io("chmod", &full, e))?;
@@ -617,6 +620,33 @@ fn make_writable_tree(dir: &Path) {
             if mode & 0o700 != 0o700 {
                 let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(mode | 0o700));
             }
+        }
+    }
+}
+
+/// Makes an entry's extended attributes exactly `want`: removes the names
+/// it has that `want` lacks, sets the others. Refusals (a file system
+/// without xattrs, a namespace that needs privileges) are warnings.
+fn sync_xattrs(
+    want: &[(Vec<u8>, Vec<u8>)],
+    have: io::Result<xattr::XAttrs>,
+    remove: impl Fn(&OsStr) -> io::Result<()>,
+    set: impl Fn(&OsStr, &[u8]) -> io::Result<()>,
+    path: &str,
+    obs: &dyn Observer,
+) {
+    if let Ok(have) = have {
+        for name in have {
+            if !want.iter().any(|(k, _)| k.as_slice() == name.as_bytes())
+                && let Err(e) = remove(&name)
+            {
+                obs.warning(path, &format!("stale extended attribute not removed: {e}"));
+            }
+        }
+    }
+    for (k, v) in want {
+        if let Err(e) = set(OsStr::from_bytes(k), v) {
+            obs.warning(path, &format!("extended attribute not restored: {e}"));
         }
     }
 }
