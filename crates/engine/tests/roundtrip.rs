@@ -126,7 +126,7 @@ fn run_sequence(initial: &[Op], rounds: &[Vec<Op>]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
     #[test]
     fn random_trees_and_edits_restore_exactly(
         initial in prop::collection::vec(tree::op(), 1..25),
