@@ -152,6 +152,25 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn set_retention(&self, project: ProjectId, policy: Option<&str>) -> Result<()>;
 
+    /// Up to `limit` known chunks with ids above `after`, in id order.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn chunks_page(&self, after: Option<&ChunkId>, limit: u32) -> Result<Vec<NewChunk>>;
+
+    /// Up to `limit` manifest entries (stream, position, chunk) that name a
+    /// chunk the catalog does not know.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn unknown_chunk_refs(&self, limit: u32) -> Result<Vec<(StreamId, u64, ChunkId)>>;
+
+    /// Up to `limit` (project, stream) pairs whose manifests name `chunk`.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn streams_using(&self, chunk: &ChunkId, limit: u32) -> Result<Vec<(ProjectId, StreamId)>>;
+
     /// Up to `limit` manifest entries of `stream` from position `from`.
     ///
     /// # Errors

@@ -57,6 +57,9 @@ ALTER TABLE streams ADD COLUMN parent_snap TEXT;
 UPDATE streams SET parent_snap = start_snap;
 ALTER TABLE projects ADD COLUMN retention TEXT;
 "#,
+    r#"
+CREATE INDEX manifests_by_chunk ON manifests(chunk);
+"#,
 ];
 
 /// A catalog in a SQLite file.
@@ -381,6 +384,67 @@ impl Catalog for SqliteCatalog {
             params![project.to_string(), policy],
         )?;
         Ok(())
+    }
+
+    fn chunks_page(&self, after: Option<&ChunkId>, limit: u32) -> Result<Vec<NewChunk>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, len, stored_len FROM chunks WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let after: &[u8] = after.map_or(&[], |a| &a.0[..]);
+        let rows = st.query_map(params![after, limit], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, len, stored_len) = r?;
+            Ok(NewChunk {
+                id: chunk_id(&id)?,
+                len,
+                stored_len,
+            })
+        })
+        .collect()
+    }
+
+    fn unknown_chunk_refs(&self, limit: u32) -> Result<Vec<(StreamId, u64, ChunkId)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT m.stream, m.seq, m.chunk FROM manifests m
+             LEFT JOIN chunks c ON c.id = m.chunk WHERE c.id IS NULL
+             ORDER BY m.stream, m.seq LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![limit], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (s, seq, c) = r?;
+            Ok((parse(&s)?, seq as u64, chunk_id(&c)?))
+        })
+        .collect()
+    }
+
+    fn streams_using(&self, chunk: &ChunkId, limit: u32) -> Result<Vec<(ProjectId, StreamId)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT DISTINCT s.project, s.id FROM manifests m JOIN streams s ON s.id = m.stream
+             WHERE m.chunk = ?1 ORDER BY s.project, s.id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![&chunk.0[..], limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|r| {
+            let (p, s) = r?;
+            Ok((parse(&p)?, parse(&s)?))
+        })
+        .collect()
     }
 
     fn manifest_page(&self, stream: StreamId, from: u64, limit: u32) -> Result<Vec<ManifestEntry>> {

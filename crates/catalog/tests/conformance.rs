@@ -75,6 +75,28 @@ fn conformance(cat: &dyn Catalog) {
     assert_eq!(list[0].bytes, 110);
     assert_eq!(list[0].newest, Some(s2.end.clone()));
 
+    // Chunks page in id order; references are found.
+    let mut sorted = chunks.clone();
+    sorted.sort();
+    let page: Vec<_> = cat
+        .chunks_page(None, 2)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(page, sorted[..2].to_vec());
+    let rest: Vec<_> = cat
+        .chunks_page(Some(&sorted[1]), 10)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(rest, sorted[2..].to_vec());
+    assert!(cat.unknown_chunk_refs(10).unwrap().is_empty());
+    let users = cat.streams_using(&chunks[0], 10).unwrap();
+    assert_eq!(users.len(), 2);
+    assert!(users.iter().all(|(proj, _)| *proj == p.id));
+
     // Retention per project.
     assert_eq!(cat.retention(p.id).unwrap(), None);
     cat.set_retention(p.id, Some("keep-last = 3")).unwrap();

@@ -60,6 +60,8 @@ pub enum Command {
     ForgetFork(commands::forget_fork::Args),
     /// Show or set a project's retention policy.
     Retention(commands::retention::Args),
+    /// Verify chains, chunk presence and sizes, and with --read-data the bytes.
+    Check(commands::check::Args),
 }
 
 /// Runs the command line; returns the exit code.
@@ -107,5 +109,6 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Trim(a) => commands::trim::run(&repo, a, out),
         Command::ForgetFork(a) => commands::forget_fork::run(&repo, a, out),
         Command::Retention(a) => commands::retention::run(&repo, a, out),
+        Command::Check(a) => commands::check::run(&repo, a, out),
     }
 }

@@ -6,6 +6,7 @@
 //! project and snapshot each local directory holds, so that the next save
 //! from it is an incremental.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod progress;
@@ -15,6 +16,7 @@ pub mod save;
 pub mod trim;
 pub mod worktree;
 
+pub use check::{CheckOptions, CheckReport, Problem, ProblemKind, check};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{NoProgress, Progress};
 pub use repository::Repository;
