@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use strata_catalog::{Catalog, SqliteCatalog};
 use strata_core::{Clock, SystemClock};
-use strata_store::{ChunkStore, FileStore};
+use strata_store::{ChunkStore, FileStore, RetryPolicy, RetryingStore};
 
 use crate::config::{CONFIG_FILE, CatalogUrl, ChunksUrl, RepoConfig};
 use crate::error::{Error, Result};
@@ -24,6 +24,9 @@ pub struct Repository {
     pub id: String,
     /// The clock snapshot ids and times come from.
     pub clock: Arc<dyn Clock>,
+    /// This host's local state (which directory holds which snapshot):
+    /// `$STRATA_STATE_DIR` or `~/.local/state/strata` unless replaced.
+    pub state_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Repository {
@@ -79,12 +82,15 @@ impl Repository {
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| config.storage.chunks.clone());
-        let store: Box<dyn ChunkStore> = match chunks_url {
+        let store = match chunks_url {
             Some(u) => match ChunksUrl::parse(&u)? {
-                ChunksUrl::File(p) => Box::new(FileStore::open(p)?),
+                ChunksUrl::File(p) => FileStore::open(p)?,
             },
-            None => Box::new(FileStore::open(path.join("chunks"))?),
+            None => FileStore::open(path.join("chunks"))?,
         };
+        // Every store call is retried when it fails transiently.
+        let store: Box<dyn ChunkStore> =
+            Box::new(RetryingStore::new(store, RetryPolicy::default()));
         let catalog_url = std::env::var("STRATA_CATALOG")
             .ok()
             .filter(|s| !s.is_empty())
@@ -104,6 +110,7 @@ impl Repository {
             catalog: Box::new(catalog),
             id,
             clock: Arc::new(SystemClock),
+            state_dir: crate::worktree::state_root()?,
         })
     }
 

@@ -228,7 +228,7 @@ fn remember(
     snapshot: &SnapshotId,
     target: &Path,
 ) -> Result<()> {
-    let mut wt = Worktree::open(&repo.id, target)?;
+    let mut wt = Worktree::open(&repo.state_dir, &repo.id, target)?;
     wt.lock(target)?;
     // Let the files just written leave the engine's racy window, so the
     // index trusts their timestamps and the next save sends only changes.

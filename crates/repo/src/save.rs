@@ -85,7 +85,7 @@ pub fn save(
             dir.display()
         )));
     }
-    let mut wt = Worktree::open(&repo.id, &dir)?;
+    let mut wt = Worktree::open(&repo.state_dir, &repo.id, &dir)?;
     wt.lock(&dir)?;
     let state = wt.load()?;
     let (project, created_project) = pick_project(repo, &dir, state.as_ref(), opts)?;

@@ -54,17 +54,18 @@ pub struct Worktree {
 }
 
 impl Worktree {
-    /// The slot for `path` (canonical) in repository `repo_id`.
+    /// The slot for `path` (canonical) in repository `repo_id`, under the
+    /// state directory `state`.
     ///
     /// # Errors
     /// When the state directory cannot be created.
-    pub fn open(repo_id: &str, path: &Path) -> Result<Self> {
+    pub fn open(state: &Path, repo_id: &str, path: &Path) -> Result<Self> {
         let mut h = blake3::Hasher::new();
         h.update(repo_id.as_bytes());
         h.update(b"\0");
         h.update(path.as_os_str().as_bytes());
         let key = &h.finalize().to_hex()[..32];
-        let dir = state_root()?.join("worktrees").join(key);
+        let dir = state.join("worktrees").join(key);
         fs::create_dir_all(&dir)
             .map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
         Ok(Self { dir, _lock: None })

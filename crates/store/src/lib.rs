@@ -6,14 +6,20 @@
 //! by `strata-chunk`; a store never looks inside them.
 //!
 //! Backends: [`FileStore`] (the embedded default, a local directory) and
-//! [`MemoryStore`] (tests). Listings come back in id order, one page at a
+//! [`MemoryStore`] (tests). Decorators: [`RetryingStore`] retries transient
+//! failures with backoff and full jitter; [`FaultyStore`] injects failures
+//! and latency (tests). Listings come back in id order, one page at a
 //! time, so a scan of millions of chunks keeps memory flat.
 
+mod faulty;
 mod file;
 mod memory;
+mod retry;
 
+pub use faulty::FaultyStore;
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryingStore};
 
 use std::io;
 use std::path::PathBuf;
@@ -26,6 +32,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// What went wrong in a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A failure that may pass: a timeout, a reset, "slow down".
+    #[error("chunk store {op}: {why} (transient)")]
+    Transient {
+        /// The operation.
+        op: &'static str,
+        /// What the backend said.
+        why: String,
+    },
     /// The chunk is not in the store.
     #[error("chunk {0} is missing from the chunk store")]
     NotFound(ChunkId),

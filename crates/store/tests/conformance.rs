@@ -1,7 +1,12 @@
 //! The chunk-store conformance suite, run against every backend.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 use strata_core::ChunkId;
-use strata_store::{ChunkStore, FileStore, MemoryStore, StoreError};
+
+use strata_store::{
+    ChunkStore, FaultyStore, FileStore, MemoryStore, RetryPolicy, RetryingStore, StoreError,
+};
 
 fn conformance(store: &dyn ChunkStore) {
     let a = b"alpha".to_vec();
@@ -58,5 +63,79 @@ fn file_store() {
             .unwrap()
             .count(),
         0
+    );
+}
+
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_micros(100),
+        cap: Duration::from_millis(2),
+        max_attempts: 12,
+        max_elapsed: Duration::from_secs(10),
+    }
+}
+
+#[test]
+fn retried_store_behaves_under_30_percent_faults() {
+    let faulty = FaultyStore::new(MemoryStore::new(), 0.3, 7);
+    let store = RetryingStore::new(faulty, fast());
+    conformance(&store);
+}
+
+#[test]
+fn faults_without_retries_surface_as_transient() {
+    let store = FaultyStore::new(MemoryStore::new(), 1.0, 1);
+    let err = store.put(&ChunkId::of(b"x"), b"x").unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(store.injected(), 1);
+}
+
+#[test]
+fn retries_give_up_after_max_attempts() {
+    let store = RetryingStore::new(FaultyStore::new(MemoryStore::new(), 1.0, 1), fast());
+    let err = store.put(&ChunkId::of(b"x"), b"x").unwrap_err();
+    assert!(err.is_transient());
+}
+
+/// Counts calls; `get` always reports a missing chunk.
+struct Counting(std::sync::Arc<AtomicU32>);
+
+impl ChunkStore for Counting {
+    fn put(&self, _: &ChunkId, _: &[u8]) -> strata_store::Result<()> {
+        Ok(())
+    }
+    fn get(&self, id: &ChunkId) -> strata_store::Result<Vec<u8>> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(StoreError::NotFound(*id))
+    }
+    fn size(&self, _: &ChunkId) -> strata_store::Result<Option<u64>> {
+        Ok(None)
+    }
+    fn delete(&self, _: &ChunkId) -> strata_store::Result<()> {
+        Ok(())
+    }
+    fn list_page(&self, _: Option<&ChunkId>, _: usize) -> strata_store::Result<Vec<ChunkId>> {
+        Ok(Vec::new())
+    }
+    fn flush(&self) -> strata_store::Result<()> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+}
+
+#[test]
+fn permanent_errors_are_not_retried() {
+    let calls = std::sync::Arc::new(AtomicU32::new(0));
+    let store = RetryingStore::new(Counting(calls.clone()), fast());
+    assert!(matches!(
+        store.get(&ChunkId::of(b"x")),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "NotFound is permanent: one call"
     );
 }
