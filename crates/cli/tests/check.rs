@@ -50,13 +50,7 @@ fn check_finds_flipped_and_missing_chunks() {
     assert_eq!(summary["chunks_read"], summary["chunks"]);
 
     // Flip one byte of a stored chunk: same size, wrong content.
-    let chunks = env.path("repo/chunks");
-    let victim = walkdir::WalkDir::new(&chunks)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file() && e.path().parent().unwrap() != chunks.join("tmp"))
-        .unwrap()
-        .into_path();
+    let victim = env.a_chunk_file();
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     let mut bytes = fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;

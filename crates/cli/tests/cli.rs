@@ -132,17 +132,12 @@ fn corrupt_chunk_fails_restore_naming_it_and_leaves_no_target() {
     fs::create_dir(&p).unwrap();
     fs::write(p.join("big"), tree::content(3_000_000, 5)).unwrap();
     env.save(&p, &[]);
-    let chunks = env.path("repo/chunks");
-    let victim = walkdir::WalkDir::new(&chunks)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .find(|e| e.file_type().is_file() && e.path().parent().unwrap() != chunks.join("tmp"))
-        .unwrap();
-    let mut bytes = fs::read(victim.path()).unwrap();
+    let victim = env.a_chunk_file();
+    let mut bytes = fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
-    fs::write(victim.path(), bytes).unwrap();
-    let name = victim.file_name().to_string_lossy().into_owned();
+    fs::write(&victim, bytes).unwrap();
+    let name = victim.file_name().unwrap().to_string_lossy().into_owned();
     let target = env.path("restored");
     env.cmd()
         .args(["restore", "proj", target.to_str().unwrap()])

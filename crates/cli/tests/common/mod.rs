@@ -55,4 +55,17 @@ impl Env {
             .find(|v| v["event"] == "saved")
             .expect("a saved event")
     }
+
+    /// The path of some chunk file of the repository.
+    pub fn a_chunk_file(&self) -> PathBuf {
+        let chunks = self.path("repo/chunks");
+        walkdir::WalkDir::new(&chunks)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .find(|e| {
+                e.file_type().is_file() && e.path().parent() != Some(chunks.join("tmp").as_path())
+            })
+            .expect("the repository has a chunk")
+            .into_path()
+    }
 }
