@@ -9,6 +9,7 @@ pub mod graph;
 pub mod ids;
 pub mod plan;
 pub mod retention;
+pub mod retry;
 pub mod stream;
 pub mod trim;
 
@@ -17,5 +18,6 @@ pub use graph::{ChainReport, Fork, Role, Unreachable, analyze};
 pub use ids::{ChunkId, IdError, ProjectId, SnapshotId, StreamId};
 pub use plan::{PlanError, apply_plan};
 pub use retention::Retention;
+pub use retry::{RetryPolicy, Transient};
 pub use stream::{ManifestEntry, StreamInfo, StreamKind};
 pub use trim::{TrimPlan, forget_fork_plan, trim_plan};

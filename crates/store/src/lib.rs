@@ -20,6 +20,7 @@ pub use faulty::FaultyStore;
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryingStore};
+pub use strata_core::Transient;
 
 use std::io;
 use std::path::PathBuf;

@@ -10,68 +10,11 @@
 //! of our own rather than backon's: backon's jitter adds `U(0, delay)` to
 //! the delay instead, and its defaults bring in an async runtime.
 
-use std::time::{Duration, Instant};
-
 use strata_core::ChunkId;
+pub use strata_core::RetryPolicy;
+use strata_core::retry::Transient;
 
 use crate::{ChunkStore, Result, StoreError};
-
-/// How to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Ceiling of the first delay.
-    pub base: Duration,
-    /// Largest ceiling of any delay.
-    pub cap: Duration,
-    /// Most attempts in all (the first included).
-    pub max_attempts: u32,
-    /// No new attempt starts after this much time since the first.
-    pub max_elapsed: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 50 ms doubling to 5 s, at most 10 attempts within 2 minutes.
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(5),
-            max_attempts: 10,
-            max_elapsed: Duration::from_secs(120),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Runs `op` until it succeeds, fails permanently, or the policy gives up
-    /// (then the last error is returned).
-    ///
-    /// # Errors
-    /// The first permanent error, or the last transient one.
-    pub fn run<T>(&self, what: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
-        let start = Instant::now();
-        let mut attempt = 1u32;
-        loop {
-            match op() {
-                Ok(v) => return Ok(v),
-                Err(e)
-                    if e.is_transient()
-                        && attempt < self.max_attempts
-                        && start.elapsed() < self.max_elapsed =>
-                {
-                    let ceiling = self
-                        .base
-                        .saturating_mul(1 << (attempt - 1).min(20))
-                        .min(self.cap);
-                    let delay = Duration::from_nanos(fastrand::u64(0..=ceiling.as_nanos() as u64));
-                    tracing::debug!(what, attempt, ?delay, error = %e, "transient store failure; retrying");
-                    std::thread::sleep(delay);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
 
 /// A store whose calls are retried under a [`RetryPolicy`].
 #[derive(Debug)]
@@ -145,11 +88,11 @@ pub(crate) fn transient_io(e: &std::io::Error) -> bool {
     )
 }
 
-impl StoreError {
+impl Transient for StoreError {
     /// True when trying again may succeed: timeouts, interrupted calls,
     /// reset connections, a backend saying "slow down". A missing chunk, a
     /// full disk or a permission error is permanent.
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             StoreError::Transient { .. } => true,
             StoreError::Io { source, .. } => transient_io(source),

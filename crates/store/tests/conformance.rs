@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use strata_core::ChunkId;
 
+use strata_store::Transient;
 use strata_store::{
     ChunkStore, FaultyStore, FileStore, MemoryStore, RetryPolicy, RetryingStore, StoreError,
 };
