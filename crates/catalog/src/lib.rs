@@ -6,8 +6,10 @@
 //! those chunks are durable in the chunk store; a stream is never half
 //! there. Backends: [`SqliteCatalog`] (the embedded default).
 
+mod decorators;
 mod sqlite;
 
+pub use decorators::{FaultyCatalog, RetryingCatalog};
 pub use sqlite::SqliteCatalog;
 
 use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
@@ -37,6 +39,29 @@ pub enum CatalogError {
     /// Something stored does not parse.
     #[error("catalog holds an invalid value: {0}")]
     Invalid(String),
+    /// A failure that may pass (a dropped connection, a restart).
+    #[error("catalog {op}: {why} (transient)")]
+    Transient {
+        /// The operation.
+        op: &'static str,
+        /// What happened.
+        why: String,
+    },
+}
+
+impl strata_core::Transient for CatalogError {
+    /// Busy or locked databases and explicit transient failures may pass;
+    /// everything else is permanent.
+    fn is_transient(&self) -> bool {
+        match self {
+            CatalogError::Transient { .. } => true,
+            CatalogError::Db(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// A project.
@@ -116,7 +141,9 @@ pub trait Catalog: Send + Sync {
 
     /// Commits a stream, its manifest and the chunks it was first to store,
     /// in one transaction. Chunks another save committed meanwhile are kept
-    /// as they are.
+    /// as they are. Idempotent: committing a stream that is already there
+    /// with the same record succeeds (a retried commit whose first attempt
+    /// did commit); the same id with another record is an error.
     ///
     /// # Errors
     /// When the backend fails; nothing is committed then.
@@ -134,11 +161,12 @@ pub trait Catalog: Send + Sync {
     fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>>;
 
     /// Deletes streams of `project` and their manifests in one transaction;
-    /// returns how many existed. Chunk records stay (scrub decides).
+    /// streams already gone are skipped (so a retry is harmless). Chunk
+    /// records stay (scrub decides).
     ///
     /// # Errors
     /// When the backend fails; nothing is deleted then.
-    fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<u64>;
+    fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<()>;
 
     /// The project's own retention policy (TOML), if it has one.
     ///

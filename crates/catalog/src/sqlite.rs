@@ -281,6 +281,41 @@ impl Catalog for SqliteCatalog {
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // A retry of a commit that went through: nothing to do.
+        let existing: Option<StreamRow> = tx
+            .query_row(
+                "SELECT id, project, start_snap, end_snap, engine, bytes, chunks, new_bytes,
+                        new_stored_bytes, created_ms, host, parent_snap
+                 FROM streams WHERE id = ?1",
+                params![s.id.to_string()],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                        r.get(11)?,
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some(row) = existing {
+            return if stream_from_row(row)? == *s {
+                Ok(())
+            } else {
+                Err(CatalogError::Invalid(format!(
+                    "stream id {} is already committed with another record",
+                    s.id
+                )))
+            };
+        }
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO chunks (id, len, stored_len, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -345,10 +380,9 @@ impl Catalog for SqliteCatalog {
         rows.map(|r| stream_from_row(r?)).collect()
     }
 
-    fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<u64> {
+    fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut n = 0;
         {
             let mut owned =
                 tx.prepare_cached("SELECT 1 FROM streams WHERE id = ?1 AND project = ?2")?;
@@ -358,12 +392,12 @@ impl Catalog for SqliteCatalog {
                 let sid = id.to_string();
                 if owned.exists(params![sid, project.to_string()])? {
                     m.execute(params![sid])?;
-                    n += s.execute(params![sid])? as u64;
+                    s.execute(params![sid])?;
                 }
             }
         }
         tx.commit()?;
-        Ok(n)
+        Ok(())
     }
 
     fn retention(&self, project: ProjectId) -> Result<Option<String>> {

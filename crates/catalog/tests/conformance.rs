@@ -1,6 +1,8 @@
 //! The catalog conformance suite, run against every backend.
 
-use strata_catalog::{Catalog, CatalogError, NewChunk, SqliteCatalog};
+use strata_catalog::{
+    Catalog, CatalogError, FaultyCatalog, NewChunk, RetryingCatalog, SqliteCatalog,
+};
 use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
 
 fn stream(
@@ -108,11 +110,9 @@ fn conformance(cat: &dyn Catalog) {
     assert_eq!(cat.retention(p.id).unwrap(), None);
 
     // Deleting a stream removes it and its manifest, keeps the chunks.
-    assert_eq!(
-        cat.delete_streams(p.id, &[s1.id, StreamId::random()])
-            .unwrap(),
-        1
-    );
+    cat.delete_streams(p.id, &[s1.id, StreamId::random()])
+        .unwrap();
+    cat.delete_streams(p.id, &[s1.id]).unwrap(); // again: harmless
     assert_eq!(cat.streams(p.id).unwrap(), vec![s2.clone()]);
     assert!(cat.manifest_page(s1.id, 0, 100).unwrap().is_empty());
     assert!(cat.has_chunk(&chunks[2]).unwrap());
@@ -141,4 +141,32 @@ fn sqlite_file_persists_and_refuses_newer_schema() {
     drop(conn);
     let err = SqliteCatalog::open(&path).unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
+}
+
+#[test]
+fn retried_catalog_behaves_under_30_percent_faults() {
+    let policy = strata_core::RetryPolicy {
+        base: std::time::Duration::from_micros(100),
+        cap: std::time::Duration::from_millis(2),
+        max_attempts: 16,
+        max_elapsed: std::time::Duration::from_secs(10),
+    };
+    for seed in 0..8 {
+        let faulty = FaultyCatalog::new(SqliteCatalog::in_memory().unwrap(), 0.3, seed);
+        conformance(&RetryingCatalog::new(faulty, policy));
+    }
+}
+
+#[test]
+fn a_stream_id_is_committed_once() {
+    let cat = SqliteCatalog::in_memory().unwrap();
+    let p = cat.create_project("p", 1).unwrap();
+    let s = stream(p.id, None, SnapshotId::new(1000, 1), 10);
+    cat.commit_stream(&s, &[], &[]).unwrap();
+    cat.commit_stream(&s, &[], &[]).unwrap(); // a retried commit
+    assert_eq!(cat.streams(p.id).unwrap().len(), 1);
+    let mut other = s.clone();
+    other.bytes = 11;
+    let err = cat.commit_stream(&other, &[], &[]).unwrap_err();
+    assert!(err.to_string().contains("already committed"), "{err}");
 }

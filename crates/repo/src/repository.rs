@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata_catalog::{Catalog, SqliteCatalog};
+use strata_catalog::{Catalog, RetryingCatalog, SqliteCatalog};
 use strata_core::{Clock, SystemClock};
 use strata_store::{ChunkStore, FileStore, RetryPolicy, RetryingStore};
 
@@ -101,7 +101,9 @@ impl Repository {
             },
             None => path.join("catalog.sqlite"),
         };
-        let catalog = SqliteCatalog::open(&catalog_path)?;
+        // Every catalog call is retried when it fails transiently.
+        let catalog =
+            RetryingCatalog::new(SqliteCatalog::open(&catalog_path)?, RetryPolicy::default());
         let id = catalog.repo_id()?;
         Ok(Self {
             path: path.to_path_buf(),

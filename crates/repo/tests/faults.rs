@@ -1,10 +1,11 @@
-//! A save and a restore under 20% injected transient store faults (with
-//! latency) complete and restore exactly; without retries the same faults
+//! A save and a restore under 20% injected transient store and catalog
+//! faults (store calls with latency too) complete and restore exactly; without retries the same faults
 //! fail the save and commit nothing.
 
 use std::path::Path;
 use std::time::Duration;
 
+use strata_catalog::{FaultyCatalog, RetryingCatalog, SqliteCatalog};
 use strata_repo::{NoProgress, Repository, RestoreOptions, SaveOptions};
 use strata_store::{FaultyStore, FileStore, RetryPolicy, RetryingStore};
 use strata_testing::tree;
@@ -41,6 +42,12 @@ fn save_and_restore_under_20_percent_faults() {
     };
     let mut r = repo(dir.path());
     r.store = Box::new(RetryingStore::new(faulty(dir.path(), 11), policy));
+    // The catalog fails a fifth of its calls too.
+    let catalog = SqliteCatalog::open(&dir.path().join("repo/catalog.sqlite")).unwrap();
+    r.catalog = Box::new(RetryingCatalog::new(
+        FaultyCatalog::new(catalog, 0.2, 12),
+        policy,
+    ));
     strata_repo::save(&r, &src, &SaveOptions::default(), &NoProgress).unwrap();
     let out = dir.path().join("out");
     strata_repo::restore(&r, "proj", &out, &RestoreOptions::default(), &NoProgress).unwrap();

@@ -1,0 +1,178 @@
+//! Catalog decorators: [`RetryingCatalog`] retries transient failures
+//! (exponential backoff, full jitter, bounded); [`FaultyCatalog`] injects
+//! transient failures, before or after the inner call, for tests.
+//!
+//! Every catalog call is safe to repeat: reads change nothing,
+//! `commit_stream` recognises a stream it already committed, deleting and
+//! setting are idempotent, and `create_project` is resolved by name when a
+//! retry finds the project its earlier attempt created.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_core::{
+    ChunkId, ManifestEntry, ProjectId, RetryPolicy, StreamId, StreamInfo, Transient,
+};
+
+use crate::{Catalog, CatalogError, NewChunk, Project, ProjectSummary, Result};
+
+/// Implements every [`Catalog`] method but `create_project` by passing the
+/// inner call through `self.via(name, call)`.
+macro_rules! forward_catalog {
+    () => {
+        fn repo_id(&self) -> Result<String> {
+            self.via("repo_id", || self.inner.repo_id())
+        }
+        fn project_by_name(&self, name: &str) -> Result<Option<Project>> {
+            self.via("project_by_name", || self.inner.project_by_name(name))
+        }
+        fn project(&self, id: ProjectId) -> Result<Option<Project>> {
+            self.via("project", || self.inner.project(id))
+        }
+        fn projects(&self) -> Result<Vec<ProjectSummary>> {
+            self.via("projects", || self.inner.projects())
+        }
+        fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+            self.via("has_chunk", || self.inner.has_chunk(id))
+        }
+        fn commit_stream(&self, s: &StreamInfo, m: &[ManifestEntry], c: &[NewChunk]) -> Result<()> {
+            self.via("commit_stream", || self.inner.commit_stream(s, m, c))
+        }
+        fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>> {
+            self.via("streams", || self.inner.streams(project))
+        }
+        fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<()> {
+            self.via("delete_streams", || {
+                self.inner.delete_streams(project, streams)
+            })
+        }
+        fn retention(&self, project: ProjectId) -> Result<Option<String>> {
+            self.via("retention", || self.inner.retention(project))
+        }
+        fn set_retention(&self, project: ProjectId, policy: Option<&str>) -> Result<()> {
+            self.via("set_retention", || {
+                self.inner.set_retention(project, policy)
+            })
+        }
+        fn chunks_page(&self, after: Option<&ChunkId>, limit: u32) -> Result<Vec<NewChunk>> {
+            self.via("chunks_page", || self.inner.chunks_page(after, limit))
+        }
+        fn unknown_chunk_refs(&self, limit: u32) -> Result<Vec<(StreamId, u64, ChunkId)>> {
+            self.via("unknown_chunk_refs", || {
+                self.inner.unknown_chunk_refs(limit)
+            })
+        }
+        fn streams_using(&self, chunk: &ChunkId, limit: u32) -> Result<Vec<(ProjectId, StreamId)>> {
+            self.via("streams_using", || self.inner.streams_using(chunk, limit))
+        }
+        fn manifest_page(
+            &self,
+            stream: StreamId,
+            from: u64,
+            limit: u32,
+        ) -> Result<Vec<ManifestEntry>> {
+            self.via("manifest_page", || {
+                self.inner.manifest_page(stream, from, limit)
+            })
+        }
+    };
+}
+
+/// A catalog whose calls are retried under a [`RetryPolicy`].
+#[derive(Debug)]
+pub struct RetryingCatalog<C> {
+    inner: C,
+    policy: RetryPolicy,
+}
+
+impl<C: Catalog> RetryingCatalog<C> {
+    /// Wraps `inner`.
+    pub fn new(inner: C, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+
+    fn via<T>(&self, op: &'static str, f: impl FnMut() -> Result<T>) -> Result<T> {
+        self.policy.run(op, f)
+    }
+}
+
+impl<C: Catalog> Catalog for RetryingCatalog<C> {
+    forward_catalog!();
+
+    fn create_project(&self, name: &str, created_ms: i64) -> Result<Project> {
+        let mut failed_before = false;
+        self.policy.run("create_project", || {
+            match self.inner.create_project(name, created_ms) {
+                // An earlier attempt may have created it and then failed to say so.
+                Err(CatalogError::NameTaken(_)) if failed_before => {
+                    match self.inner.project_by_name(name)? {
+                        Some(p) if p.created_ms == created_ms => Ok(p),
+                        _ => Err(CatalogError::NameTaken(name.to_string())),
+                    }
+                }
+                Err(e) => {
+                    failed_before |= e.is_transient();
+                    Err(e)
+                }
+                ok => ok,
+            }
+        })
+    }
+}
+
+/// Wraps a catalog and fails a share of its calls with transient errors,
+/// half before the inner call and half after it (the call happened, the
+/// caller is told it failed). Deterministic for a given seed. For tests.
+#[derive(Debug)]
+pub struct FaultyCatalog<C> {
+    inner: C,
+    rate: f64,
+    rng: Mutex<fastrand::Rng>,
+    injected: AtomicU64,
+}
+
+impl<C: Catalog> FaultyCatalog<C> {
+    /// Fails a share `rate` (0.0–1.0) of calls.
+    pub fn new(inner: C, rate: f64, seed: u64) -> Self {
+        Self {
+            inner,
+            rate,
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    fn via<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let draw = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64();
+        let fault = |when: &str| {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+            CatalogError::Transient {
+                op,
+                why: format!("injected fault {when} the call"),
+            }
+        };
+        if draw < self.rate / 2.0 {
+            return Err(fault("before"));
+        }
+        let r = f()?;
+        if draw < self.rate {
+            return Err(fault("after"));
+        }
+        Ok(r)
+    }
+}
+
+impl<C: Catalog> Catalog for FaultyCatalog<C> {
+    forward_catalog!();
+
+    fn create_project(&self, name: &str, created_ms: i64) -> Result<Project> {
+        self.via("create_project", || {
+            self.inner.create_project(name, created_ms)
+        })
+    }
+}
