@@ -90,35 +90,39 @@ pub fn save(
     let state = wt.load()?;
     let (project, created_project) = pick_project(repo, &dir, state.as_ref(), opts)?;
 
-    // The base: what this directory held, if the catalog still has it.
+    // The base: the snapshot the directory's index describes (its header
+    // names it; the index rename is what records a save or restore, so a
+    // kill between writing the index and state.toml cannot pair an index
+    // with another snapshot), if the catalog still has it for this project.
     let streams = repo.catalog.streams(project.id)?;
-    let base = state
+    let same_project = state
         .as_ref()
-        .filter(|s| s.project_id == project.id.to_string())
-        .and_then(|s| s.snapshot.parse::<SnapshotId>().ok())
-        .filter(|snap| streams.iter().any(|s| s.end == *snap))
-        .filter(|_| wt.index_path().exists());
-    let index_reader = match &base {
-        Some(_) => {
-            let f = File::open(wt.index_path())
-                .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
-            match IndexReader::new(BufReader::new(f)) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    progress.warning(
-                        &dir.display().to_string(),
-                        &format!("local index unusable ({e}); saving a full stream"),
-                    );
-                    None
+        .is_some_and(|s| s.project_id == project.id.to_string());
+    let mut base: Option<SnapshotId> = None;
+    let mut index_reader = None;
+    if same_project && wt.index_path().exists() {
+        let f = File::open(wt.index_path())
+            .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
+        match IndexReader::new(BufReader::new(f)) {
+            Ok(r) => match r.snapshot().parse::<SnapshotId>() {
+                Ok(snap) if streams.iter().any(|s| s.end == snap) => {
+                    base = Some(snap);
+                    index_reader = Some(r);
                 }
-            }
+                _ => progress.warning(
+                    &dir.display().to_string(),
+                    "the local index names a snapshot the catalog does not have; saving a full stream",
+                ),
+            },
+            Err(e) => progress.warning(
+                &dir.display().to_string(),
+                &format!("local index unusable ({e}); saving a full stream"),
+            ),
         }
-        None => None,
-    };
+    }
     // The lineage parent is what the directory held, even when this save
     // writes a full stream.
     let parent = base.clone();
-    let base = if index_reader.is_some() { base } else { None };
     let rebased = base
         .as_ref()
         .is_some_and(|b| needs_rebase(repo, &streams, b));
