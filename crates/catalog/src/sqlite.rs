@@ -150,6 +150,27 @@ type StreamRow = (
     Option<String>,
 );
 
+/// The columns of a stream row, in [`StreamRow`] order.
+const STREAM_COLUMNS: &str = "id, project, start_snap, end_snap, engine, bytes, chunks, new_bytes, \
+     new_stored_bytes, created_ms, host, parent_snap";
+
+fn stream_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StreamRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
 fn stream_from_row(r: StreamRow) -> Result<StreamInfo> {
     Ok(StreamInfo {
         id: parse(&r.0)?,
@@ -284,26 +305,9 @@ impl Catalog for SqliteCatalog {
         // A retry of a commit that went through: nothing to do.
         let existing: Option<StreamRow> = tx
             .query_row(
-                "SELECT id, project, start_snap, end_snap, engine, bytes, chunks, new_bytes,
-                        new_stored_bytes, created_ms, host, parent_snap
-                 FROM streams WHERE id = ?1",
+                &format!("SELECT {STREAM_COLUMNS} FROM streams WHERE id = ?1"),
                 params![s.id.to_string()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                    ))
-                },
+                stream_row,
             )
             .optional()?;
         if let Some(row) = existing {
@@ -356,27 +360,10 @@ impl Catalog for SqliteCatalog {
 
     fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT id, project, start_snap, end_snap, engine, bytes, chunks, new_bytes,
-                    new_stored_bytes, created_ms, host, parent_snap
-             FROM streams WHERE project = ?1 ORDER BY end_snap, created_ms",
-        )?;
-        let rows = st.query_map(params![project.to_string()], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-                r.get(11)?,
-            ))
-        })?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {STREAM_COLUMNS} FROM streams WHERE project = ?1 ORDER BY end_snap, created_ms"
+        ))?;
+        let rows = st.query_map(params![project.to_string()], stream_row)?;
         rows.map(|r| stream_from_row(r?)).collect()
     }
 

@@ -41,8 +41,7 @@ pub enum SaveError {
 }
 
 /// Cuts `input` into chunks and stores those that `is_known` does not know,
-/// compressing and uploading on `workers` threads. `on_bytes` is called as
-/// stream bytes are chunked.
+/// compressing and uploading on `workers` threads.
 ///
 /// Memory: one maximum-size chunk in the chunker, at most `2 × workers`
 /// chunks queued, one chunk plus its encoding per worker.
@@ -56,7 +55,6 @@ pub fn save_stream<R: Read>(
     is_known: &(dyn Fn(&ChunkId) -> Result<bool, String> + Sync),
     cfg: &ChunkerConfig,
     workers: usize,
-    on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<SaveOutput, SaveError> {
     let workers = workers.max(1);
     std::thread::scope(|s| {
@@ -105,7 +103,6 @@ pub fn save_stream<R: Read>(
             let len = chunk.data.len() as u32;
             out.manifest.push(ManifestEntry { id, len });
             out.bytes += u64::from(len);
-            on_bytes(u64::from(len));
             // Collect finished uploads as we go, stopping at the first error.
             while let Ok(r) = done_rx.try_recv() {
                 match r {

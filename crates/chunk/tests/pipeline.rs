@@ -19,15 +19,7 @@ fn roundtrip(
     data: &[u8],
     known: &[ChunkId],
 ) -> (Vec<u8>, strata_chunk::SaveOutput) {
-    let out = save_stream(
-        data,
-        store,
-        &|id| Ok(known.contains(id)),
-        &small(),
-        2,
-        &|_| {},
-    )
-    .unwrap();
+    let out = save_stream(data, store, &|id| Ok(known.contains(id)), &small(), 2).unwrap();
     let manifest = out.manifest.clone();
     let mut pages = |from: u64| {
         Ok(manifest

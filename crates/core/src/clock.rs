@@ -1,7 +1,7 @@
-//! The clock, injected so that ids and protocols can be tested with a fixed or
-//! stepping time (the habit slatedb follows by banning `SystemTime::now`).
+//! The clock, injected (`Repository::clock`) so that ids and protocols can be
+//! tested with a fixed time (the habit slatedb follows by banning
+//! `SystemTime::now`).
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in milliseconds since the Unix epoch (UTC).
@@ -20,29 +20,5 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0)
-    }
-}
-
-/// A clock for tests: starts at a given time and advances by a fixed step on
-/// every reading, so successive ids are distinct and ordered.
-#[derive(Debug)]
-pub struct SteppingClock {
-    now: AtomicI64,
-    step: i64,
-}
-
-impl SteppingClock {
-    /// A clock that first reads `start_ms` and then `step_ms` more on each call.
-    pub fn new(start_ms: i64, step_ms: i64) -> Self {
-        Self {
-            now: AtomicI64::new(start_ms),
-            step: step_ms,
-        }
-    }
-}
-
-impl Clock for SteppingClock {
-    fn now_ms(&self) -> i64 {
-        self.now.fetch_add(self.step, Ordering::Relaxed)
     }
 }

@@ -116,12 +116,6 @@ impl Repository {
         })
     }
 
-    /// Replaces the clock (tests).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// The project named `name` (or with that id).
     ///
     /// # Errors

@@ -160,7 +160,6 @@ fn apply_chain(
                 .manifest_page(stream.id, from, 1024)
                 .map_err(|e| e.to_string())
         };
-        let counted = Counted(progress);
         let result = strata_chunk::restore_stream(
             repo.store.as_ref(),
             &mut pages,
@@ -169,10 +168,7 @@ fn apply_chain(
             |r| {
                 native::receive(
                     staging,
-                    CountingReader {
-                        inner: r,
-                        progress: &counted,
-                    },
+                    CountingReader { inner: r, progress },
                     holds.as_deref(),
                     &EngineObserver {
                         progress,
@@ -206,17 +202,16 @@ fn apply_chain(
     Ok(())
 }
 
-struct Counted<'a>(&'a dyn Progress);
-
-struct CountingReader<'a, 'b> {
+/// Reports the stream bytes read through it as progress.
+struct CountingReader<'a> {
     inner: &'a mut dyn std::io::Read,
-    progress: &'a Counted<'b>,
+    progress: &'a dyn Progress,
 }
 
-impl std::io::Read for CountingReader<'_, '_> {
+impl std::io::Read for CountingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.progress.0.advance(n as u64);
+        self.progress.advance(n as u64);
         Ok(n)
     }
 }

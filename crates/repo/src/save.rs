@@ -314,7 +314,7 @@ fn run_pipeline(
         });
         let known =
             |id: &strata_core::ChunkId| repo.catalog.has_chunk(id).map_err(|e| e.to_string());
-        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers, &|_| {});
+        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers);
         let sent = sender.join().expect("the send thread does not panic");
         // The engine's error explains a pipeline that saw the pipe close.
         let sent = sent.map_err(|e| {

@@ -23,7 +23,6 @@ pub struct FileStore {
     root: PathBuf,
     tmp: PathBuf,
     dirty: Mutex<BTreeSet<u8>>,
-    sync: bool,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -59,14 +58,7 @@ impl FileStore {
             root,
             tmp,
             dirty: Mutex::new(BTreeSet::new()),
-            sync: true,
         })
-    }
-
-    /// Turns per-chunk `fsync` off (tests on tmpfs); `flush` still syncs.
-    pub fn without_sync(mut self) -> Self {
-        self.sync = false;
-        self
     }
 
     fn path_of(&self, id: &ChunkId) -> PathBuf {
@@ -85,9 +77,7 @@ impl ChunkStore for FileStore {
         let write = || -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
-            if self.sync {
-                f.sync_data()?;
-            }
+            f.sync_data()?;
             Ok(())
         };
         if let Err(e) = write() {
