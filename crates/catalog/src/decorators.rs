@@ -7,9 +7,7 @@
 //! setting are idempotent, and `create_project` is resolved by name when a
 //! retry finds the project its earlier attempt created.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use strata_core::faults::FaultDice;
 use strata_core::{
     ChunkId, ManifestEntry, ProjectId, RetryPolicy, StreamId, StreamInfo, Transient,
 };
@@ -121,14 +119,12 @@ impl<C: Catalog> Catalog for RetryingCatalog<C> {
 }
 
 /// Wraps a catalog and fails a share of its calls with transient errors,
-/// half before the inner call and half after it (the call happened, the
-/// caller is told it failed). Deterministic for a given seed. For tests.
+/// half before the inner call and half after it (see
+/// [`strata_core::faults`]). For tests.
 #[derive(Debug)]
 pub struct FaultyCatalog<C> {
     inner: C,
-    rate: f64,
-    rng: Mutex<fastrand::Rng>,
-    injected: AtomicU64,
+    dice: FaultDice,
 }
 
 impl<C: Catalog> FaultyCatalog<C> {
@@ -136,34 +132,20 @@ impl<C: Catalog> FaultyCatalog<C> {
     pub fn new(inner: C, rate: f64, seed: u64) -> Self {
         Self {
             inner,
-            rate,
-            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
-            injected: AtomicU64::new(0),
+            dice: FaultDice::new(rate, seed),
         }
     }
 
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
+        self.dice.injected()
     }
 
     fn via<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let draw = self.rng.lock().unwrap_or_else(|p| p.into_inner()).f64();
-        let fault = |when: &str| {
-            self.injected.fetch_add(1, Ordering::Relaxed);
-            CatalogError::Transient {
-                op,
-                why: format!("injected fault {when} the call"),
-            }
-        };
-        if draw < self.rate / 2.0 {
-            return Err(fault("before"));
-        }
-        let r = f()?;
-        if draw < self.rate {
-            return Err(fault("after"));
-        }
-        Ok(r)
+        self.dice.run(f, |when| CatalogError::Transient {
+            op,
+            why: format!("injected fault {when} the call"),
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! ordered list a restore applies. Nothing here does I/O.
 
 pub mod clock;
+pub mod faults;
 pub mod graph;
 pub mod ids;
 pub mod plan;

@@ -3,11 +3,10 @@
 //! or after it (it happened, but the caller is told it failed), and every
 //! call can be delayed. Deterministic for a given seed.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_core::ChunkId;
+use strata_core::faults::FaultDice;
 
 use crate::{ChunkStore, Result, StoreError};
 
@@ -15,10 +14,8 @@ use crate::{ChunkStore, Result, StoreError};
 #[derive(Debug)]
 pub struct FaultyStore<S> {
     inner: S,
-    rate: f64,
+    dice: FaultDice,
     latency: Duration,
-    rng: Mutex<fastrand::Rng>,
-    injected: AtomicU64,
 }
 
 impl<S: ChunkStore> FaultyStore<S> {
@@ -27,10 +24,8 @@ impl<S: ChunkStore> FaultyStore<S> {
     pub fn new(inner: S, rate: f64, seed: u64) -> Self {
         Self {
             inner,
-            rate,
+            dice: FaultDice::new(rate, seed),
             latency: Duration::ZERO,
-            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
-            injected: AtomicU64::new(0),
         }
     }
 
@@ -42,32 +37,18 @@ impl<S: ChunkStore> FaultyStore<S> {
 
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
+        self.dice.injected()
     }
 
     fn call<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let (draw, delay) = {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            (rng.f64(), rng.u64(0..=self.latency.as_nanos() as u64))
-        };
+        let delay = self.dice.uniform(self.latency.as_nanos() as u64);
         if delay > 0 {
             std::thread::sleep(Duration::from_nanos(delay));
         }
-        let fault = |when: &str| {
-            self.injected.fetch_add(1, Ordering::Relaxed);
-            StoreError::Transient {
-                op,
-                why: format!("injected fault {when} the call"),
-            }
-        };
-        if draw < self.rate / 2.0 {
-            return Err(fault("before"));
-        }
-        let r = f()?;
-        if draw < self.rate {
-            return Err(fault("after"));
-        }
-        Ok(r)
+        self.dice.run(f, |when| StoreError::Transient {
+            op,
+            why: format!("injected fault {when} the call"),
+        })
     }
 }
 
