@@ -214,4 +214,29 @@ fn quiet_json_and_broken_pipe() {
         .assert()
         .success()
         .stdout(predicates::str::contains("Exit codes"));
+
+    // stdout is a pipe whose reader is already gone: every write fails with
+    // EPIPE. strata exits 0, quietly (a println! would panic with 101).
+    for args in [&["projects"][..], &["--json", "streams", "p"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+            .args(args)
+            .env("STRATA_REPO", env.path("repo"))
+            .env("STRATA_STATE_DIR", env.path("state"))
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
