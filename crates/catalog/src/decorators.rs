@@ -5,14 +5,20 @@
 //! Every catalog call is safe to repeat: reads change nothing,
 //! `commit_stream` recognises a stream it already committed, deleting and
 //! setting are idempotent, and `create_project` is resolved by name when a
-//! retry finds the project its earlier attempt created.
+//! retry finds the project its earlier attempt created. Save records and
+//! intents are inserted with "or ignore"; a repeated scrub page finds the
+//! rows its first attempt doomed already gone and leaves their objects to
+//! the doomed table, which scrub drains whatever happened.
 
 use strata_core::faults::FaultDice;
 use strata_core::{
-    ChunkId, ManifestEntry, ProjectId, RetryPolicy, StreamId, StreamInfo, Transient,
+    ChunkId, ChunkKey, ChunkLookup, ManifestEntry, ProjectId, RetryPolicy, SaveId, StreamId,
+    StreamInfo, Transient,
 };
 
-use crate::{Catalog, CatalogError, NewChunk, Project, ProjectSummary, Result};
+use crate::{
+    Catalog, CatalogError, Doomed, NewChunk, Project, ProjectSummary, Result, RowsPage, SaveRecord,
+};
 
 /// Implements every [`Catalog`] method but `create_project` by passing the
 /// inner call through `self.via(name, call)`.
@@ -33,8 +39,94 @@ macro_rules! forward_catalog {
         fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
             self.via("has_chunk", || self.inner.has_chunk(id))
         }
-        fn commit_stream(&self, s: &StreamInfo, m: &[ManifestEntry], c: &[NewChunk]) -> Result<()> {
-            self.via("commit_stream", || self.inner.commit_stream(s, m, c))
+        fn begin_save(&self, save: &SaveRecord) -> Result<()> {
+            self.via("begin_save", || self.inner.begin_save(save))
+        }
+        fn renew_save(&self, save: SaveId, expires_ms: i64) -> Result<bool> {
+            self.via("renew_save", || self.inner.renew_save(save, expires_ms))
+        }
+        fn claim_chunks(&self, save: SaveId, ids: &[ChunkId]) -> Result<Vec<ChunkLookup>> {
+            self.via("claim_chunks", || self.inner.claim_chunks(save, ids))
+        }
+        fn end_save(&self, save: SaveId) -> Result<()> {
+            self.via("end_save", || self.inner.end_save(save))
+        }
+        fn saves(&self) -> Result<Vec<SaveRecord>> {
+            self.via("saves", || self.inner.saves())
+        }
+        fn expire_saves(&self, now_ms: i64) -> Result<Vec<SaveRecord>> {
+            self.via("expire_saves", || self.inner.expire_saves(now_ms))
+        }
+        fn commit_stream(
+            &self,
+            save: SaveId,
+            s: &StreamInfo,
+            m: &[ManifestEntry],
+            c: &[NewChunk],
+        ) -> Result<()> {
+            self.via("commit_stream", || self.inner.commit_stream(save, s, m, c))
+        }
+        fn acquire_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            now_ms: i64,
+            expires_ms: i64,
+        ) -> Result<()> {
+            self.via("acquire_lease", || {
+                self.inner.acquire_lease(name, owner, now_ms, expires_ms)
+            })
+        }
+        fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+            self.via("release_lease", || self.inner.release_lease(name, owner))
+        }
+        fn repo_value(&self, key: &str) -> Result<Option<String>> {
+            self.via("repo_value", || self.inner.repo_value(key))
+        }
+        fn set_repo_value(&self, key: &str, value: Option<&str>) -> Result<()> {
+            self.via("set_repo_value", || self.inner.set_repo_value(key, value))
+        }
+        fn scrub_rows(
+            &self,
+            scrub: &str,
+            after: Option<&ChunkId>,
+            limit: u32,
+            now_ms: i64,
+            grace_ms: i64,
+            checkpoint_key: &str,
+            dry_run: bool,
+        ) -> Result<RowsPage> {
+            self.via("scrub_rows", || {
+                self.inner.scrub_rows(
+                    scrub,
+                    after,
+                    limit,
+                    now_ms,
+                    grace_ms,
+                    checkpoint_key,
+                    dry_run,
+                )
+            })
+        }
+        fn doom_orphans(
+            &self,
+            scrub: &str,
+            candidates: &[(ChunkKey, u64)],
+            now_ms: i64,
+            dry_run: bool,
+        ) -> Result<Vec<ChunkKey>> {
+            self.via("doom_orphans", || {
+                self.inner.doom_orphans(scrub, candidates, now_ms, dry_run)
+            })
+        }
+        fn doomed_page(&self, after: Option<&ChunkKey>, limit: u32) -> Result<Vec<Doomed>> {
+            self.via("doomed_page", || self.inner.doomed_page(after, limit))
+        }
+        fn retire_doomed(&self, keys: &[ChunkKey]) -> Result<()> {
+            self.via("retire_doomed", || self.inner.retire_doomed(keys))
+        }
+        fn undoom(&self, keys: &[ChunkKey]) -> Result<()> {
+            self.via("undoom", || self.inner.undoom(keys))
         }
         fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>> {
             self.via("streams", || self.inner.streams(project))

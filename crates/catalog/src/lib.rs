@@ -12,7 +12,13 @@ mod sqlite;
 pub use decorators::{FaultyCatalog, RetryingCatalog};
 pub use sqlite::SqliteCatalog;
 
-use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
+/// The name of the lease a running scrub holds.
+pub const SCRUB_LEASE: &str = "scrub";
+
+use strata_core::{
+    ChunkId, ChunkKey, ChunkLookup, ManifestEntry, ProjectId, SaveId, SnapshotId, StreamId,
+    StreamInfo,
+};
 
 /// A result with [`CatalogError`].
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -39,6 +45,24 @@ pub enum CatalogError {
     /// Something stored does not parse.
     #[error("catalog holds an invalid value: {0}")]
     Invalid(String),
+    /// The save's record is gone: scrub expired it (the save stopped
+    /// renewing it in time) or the save ended. Its intents no longer protect
+    /// anything, so it must not commit.
+    #[error(
+        "save {0} outlived its intent (scrub expired it, or it was ended); nothing was committed, save again"
+    )]
+    SaveGone(SaveId),
+    /// Another scrub holds the scrub lease.
+    #[error("another scrub ({owner}) is running, its lease ends at {expires_ms} ms")]
+    LeaseHeld {
+        /// Who holds it.
+        owner: String,
+        /// When it runs out unless renewed.
+        expires_ms: i64,
+    },
+    /// This scrub's lease ran out and another took it.
+    #[error("this scrub lost its lease to {0}; stopped")]
+    LeaseLost(String),
     /// A failure that may pass (a dropped connection, a restart).
     #[error("catalog {op}: {why} (transient)")]
     Transient {
@@ -95,10 +119,71 @@ pub struct ProjectSummary {
 pub struct NewChunk {
     /// The chunk.
     pub id: ChunkId,
+    /// The generation it was uploaded under.
+    pub generation: u32,
     /// Plaintext length.
     pub len: u32,
     /// Stored (encoded) length.
     pub stored_len: u32,
+}
+
+impl NewChunk {
+    /// Where its bytes live.
+    pub fn key(&self) -> ChunkKey {
+        ChunkKey::new(self.id, self.generation)
+    }
+}
+
+/// A running save, as its catalog record (`docs/gc.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveRecord {
+    /// Its id.
+    pub id: SaveId,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: u32,
+    /// When that process started (clock ticks since boot, from
+    /// `/proc/PID/stat`), so a reused pid is not mistaken for it; 0 if unknown.
+    pub process_start: u64,
+    /// When the save began (ms since the epoch).
+    pub started_ms: i64,
+    /// When its intents expire unless renewed (ms since the epoch).
+    pub expires_ms: i64,
+}
+
+/// What one page of [`Catalog::scrub_rows`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowsPage {
+    /// The last chunk id looked at; `None` when the page was empty (the
+    /// pass is done).
+    pub last: Option<ChunkId>,
+    /// Chunk rows looked at.
+    pub scanned: u64,
+    /// Rows a committed stream or a live intent names.
+    pub referenced: u64,
+    /// Unreferenced rows still inside the grace period.
+    pub waiting: u64,
+    /// Rows doomed (deleted from the catalog; their objects are listed in
+    /// the doomed table until deleted). In a dry run: rows that would be.
+    pub doomed: u64,
+    /// Stored bytes of the doomed rows.
+    pub doomed_bytes: u64,
+}
+
+/// A store object scrub is deleting: recorded before the delete, removed
+/// after it (`docs/gc.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doomed {
+    /// The object.
+    pub key: ChunkKey,
+    /// The scrub that doomed it; empty for a tombstone (deleted, kept so
+    /// saves still avoid the key).
+    pub scrub: String,
+    /// When (ms since the epoch).
+    pub since_ms: i64,
+    /// Its stored size, when known.
+    pub stored_len: u64,
 }
 
 /// Where metadata lives.
@@ -139,16 +224,65 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn has_chunk(&self, id: &ChunkId) -> Result<bool>;
 
-    /// Commits a stream, its manifest and the chunks it was first to store,
-    /// in one transaction. Chunks another save committed meanwhile are kept
-    /// as they are. Idempotent: committing a stream that is already there
-    /// with the same record succeeds (a retried commit whose first attempt
-    /// did commit); the same id with another record is an error.
+    /// Records a running save. Idempotent for the same record.
     ///
     /// # Errors
-    /// When the backend fails; nothing is committed then.
+    /// When the backend fails.
+    fn begin_save(&self, save: &SaveRecord) -> Result<()>;
+
+    /// Moves the save's expiry to `expires_ms`; false when its record is
+    /// gone (scrub expired it, or it ended).
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn renew_save(&self, save: SaveId, expires_ms: i64) -> Result<bool>;
+
+    /// In one transaction: records the save's intent to use every chunk of
+    /// `ids`, then says for each whether a committed stream stored it
+    /// (reuse it) or under which generation to upload it (one that no
+    /// object being deleted has). The heart of `docs/gc.md`: an intent is
+    /// recorded before the lookup, in the same serialised transaction.
+    ///
+    /// # Errors
+    /// [`CatalogError::SaveGone`] when the save's record is gone.
+    fn claim_chunks(&self, save: SaveId, ids: &[ChunkId]) -> Result<Vec<ChunkLookup>>;
+
+    /// Ends a save that will not commit: drops its intents and record.
+    /// Ending an ended save is not an error.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn end_save(&self, save: SaveId) -> Result<()>;
+
+    /// Every running save's record.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn saves(&self) -> Result<Vec<SaveRecord>>;
+
+    /// Drops the saves whose records expired before `now_ms`, with their
+    /// intents; returns them (for reports: a retried call whose first
+    /// attempt did drop them returns fewer).
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn expire_saves(&self, now_ms: i64) -> Result<Vec<SaveRecord>>;
+
+    /// Commits a stream, its manifest and the chunks it uploaded, in one
+    /// transaction, and ends `save` (drops its intents and record) in the
+    /// same transaction. Chunks another save committed meanwhile are kept
+    /// as they are (under their generation). Idempotent: committing a
+    /// stream that is already there with the same record succeeds (a
+    /// retried commit whose first attempt did commit); the same id with
+    /// another record is an error.
+    ///
+    /// # Errors
+    /// [`CatalogError::SaveGone`] when the save's record is gone (its
+    /// intents may not have protected what it reuses); backend failures.
+    /// Nothing is committed then.
     fn commit_stream(
         &self,
+        save: SaveId,
         stream: &StreamInfo,
         manifest: &[ManifestEntry],
         new_chunks: &[NewChunk],
@@ -198,6 +332,89 @@ pub trait Catalog: Send + Sync {
     /// # Errors
     /// When the backend fails.
     fn streams_using(&self, chunk: &ChunkId, limit: u32) -> Result<Vec<(ProjectId, StreamId)>>;
+
+    /// Takes (or renews) the lease `name` for `owner` until `expires_ms`,
+    /// if it is free, expired at `now_ms`, or already `owner`'s.
+    ///
+    /// # Errors
+    /// [`CatalogError::LeaseHeld`] when someone else holds it.
+    fn acquire_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<()>;
+
+    /// Gives the lease `name` up if `owner` holds it.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
+
+    /// A repository-wide setting or checkpoint, by key.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn repo_value(&self, key: &str) -> Result<Option<String>>;
+
+    /// One transaction of scrub's pass over chunk rows (`docs/gc.md`): up
+    /// to `limit` rows with ids above `after`. A row that a manifest or a
+    /// live intent names loses its unreferenced mark; an unreferenced row
+    /// gets one (at `now_ms`) if it had none; an unreferenced row marked at
+    /// or before `now_ms - grace_ms` is doomed: deleted and recorded in the
+    /// doomed table under `scrub`. Stores `checkpoint_key = last id` in the
+    /// same transaction. Fails unless `scrub` holds the scrub lease. A dry
+    /// run writes nothing and reports what would happen.
+    ///
+    /// # Errors
+    /// [`CatalogError::LeaseLost`]; backend failures.
+    #[allow(clippy::too_many_arguments)]
+    fn scrub_rows(
+        &self,
+        scrub: &str,
+        after: Option<&ChunkId>,
+        limit: u32,
+        now_ms: i64,
+        grace_ms: i64,
+        checkpoint_key: &str,
+        dry_run: bool,
+    ) -> Result<RowsPage>;
+
+    /// Dooms the store objects of `candidates` (with their sizes) that no
+    /// chunk row names with that generation and no live intent names by
+    /// id, in one transaction; returns those doomed (in a dry run, those
+    /// that would be). Fails unless `scrub` holds the scrub lease.
+    ///
+    /// # Errors
+    /// [`CatalogError::LeaseLost`]; backend failures.
+    fn doom_orphans(
+        &self,
+        scrub: &str,
+        candidates: &[(ChunkKey, u64)],
+        now_ms: i64,
+        dry_run: bool,
+    ) -> Result<Vec<ChunkKey>>;
+
+    /// Up to `limit` doomed objects with keys above `after`, by key.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn doomed_page(&self, after: Option<&ChunkKey>, limit: u32) -> Result<Vec<Doomed>>;
+
+    /// Marks doomed objects whose deletes returned as tombstones (their
+    /// `scrub` becomes empty): kept a while longer so saves still avoid
+    /// their keys, see `docs/gc.md`.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn retire_doomed(&self, keys: &[ChunkKey]) -> Result<()>;
+
+    /// Forgets doomed objects whose deletes returned.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn undoom(&self, keys: &[ChunkKey]) -> Result<()>;
+
+    /// Sets (or with `None` clears) a repository-wide value.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn set_repo_value(&self, key: &str, value: Option<&str>) -> Result<()>;
 
     /// Up to `limit` manifest entries of `stream` from position `from`.
     ///

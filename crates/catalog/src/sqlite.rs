@@ -10,10 +10,17 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use rusqlite::Transaction;
 use rusqlite::{Connection, OptionalExtension, params};
-use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
+use strata_core::{
+    ChunkId, ChunkKey, ChunkLookup, ManifestEntry, ProjectId, SaveId, SnapshotId, StreamId,
+    StreamInfo,
+};
 
-use crate::{Catalog, CatalogError, NewChunk, Project, ProjectSummary, Result};
+use crate::{
+    Catalog, CatalogError, Doomed, NewChunk, Project, ProjectSummary, Result, RowsPage,
+    SCRUB_LEASE, SaveRecord,
+};
 
 /// Schema migrations; entry `i` takes version `i` to version `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -59,6 +66,38 @@ ALTER TABLE projects ADD COLUMN retention TEXT;
 "#,
     r#"
 CREATE INDEX manifests_by_chunk ON manifests(chunk);
+"#,
+    // Save intents and scrub (docs/gc.md).
+    r#"
+ALTER TABLE chunks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chunks ADD COLUMN unref_since_ms INTEGER;
+CREATE TABLE saves (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    process_start INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE intents (
+    save TEXT NOT NULL REFERENCES saves(id),
+    chunk BLOB NOT NULL,
+    PRIMARY KEY (save, chunk)
+) WITHOUT ROWID;
+CREATE INDEX intents_by_chunk ON intents(chunk);
+CREATE TABLE doomed (
+    chunk BLOB NOT NULL,
+    generation INTEGER NOT NULL,
+    scrub TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    PRIMARY KEY (chunk, generation)
+) WITHOUT ROWID;
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -188,6 +227,74 @@ fn stream_from_row(r: StreamRow) -> Result<StreamInfo> {
     })
 }
 
+/// Fails unless `scrub` holds the scrub lease.
+fn check_lease(tx: &Transaction<'_>, scrub: &str) -> Result<()> {
+    let owner: Option<String> = tx
+        .query_row(
+            "SELECT owner FROM leases WHERE name = ?1",
+            params![SCRUB_LEASE],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match owner {
+        Some(o) if o == scrub => Ok(()),
+        Some(o) => Err(CatalogError::LeaseLost(o)),
+        None => Err(CatalogError::LeaseLost("nobody".into())),
+    }
+}
+
+fn save_exists(tx: &Transaction<'_>, save: SaveId) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM saves WHERE id = ?1")?
+        .exists(params![save.to_string()])?)
+}
+
+fn drop_save(tx: &Transaction<'_>, save: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM intents WHERE save = ?1")?
+        .execute(params![save])?;
+    tx.prepare_cached("DELETE FROM saves WHERE id = ?1")?
+        .execute(params![save])?;
+    Ok(())
+}
+
+fn save_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64, i64, i64)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn save_from_row(r: (String, String, i64, i64, i64, i64)) -> Result<SaveRecord> {
+    Ok(SaveRecord {
+        id: parse(&r.0)?,
+        host: r.1,
+        pid: r.2 as u32,
+        process_start: r.3 as u64,
+        started_ms: r.4,
+        expires_ms: r.5,
+    })
+}
+
+impl SqliteCatalog {
+    /// Runs `f` with `synchronous=NORMAL`: for writes that need isolation
+    /// but not durability (a save's intents and renewals die with the
+    /// save's host anyway; the commit that follows is `FULL` and syncs
+    /// everything before it).
+    fn relaxed<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = f(&mut conn);
+        let restored = conn.pragma_update(None, "synchronous", "FULL");
+        let out = r?;
+        restored?;
+        Ok(out)
+    }
+}
+
 impl Catalog for SqliteCatalog {
     fn repo_id(&self) -> Result<String> {
         Ok(self
@@ -294,8 +401,111 @@ impl Catalog for SqliteCatalog {
         Ok(st.exists(params![&id.0[..]])?)
     }
 
+    fn begin_save(&self, save: &SaveRecord) -> Result<()> {
+        self.relaxed(|conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO saves (id, host, pid, process_start, started_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    save.id.to_string(),
+                    save.host,
+                    save.pid,
+                    save.process_start as i64,
+                    save.started_ms,
+                    save.expires_ms
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn renew_save(&self, save: SaveId, expires_ms: i64) -> Result<bool> {
+        self.relaxed(|conn| {
+            Ok(conn.execute(
+                "UPDATE saves SET expires_ms = MAX(expires_ms, ?2) WHERE id = ?1",
+                params![save.to_string(), expires_ms],
+            )? == 1)
+        })
+    }
+
+    fn claim_chunks(&self, save: SaveId, ids: &[ChunkId]) -> Result<Vec<ChunkLookup>> {
+        self.relaxed(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if !save_exists(&tx, save)? {
+                return Err(CatalogError::SaveGone(save));
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            {
+                let sid = save.to_string();
+                let mut intend = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO intents (save, chunk) VALUES (?1, ?2)",
+                )?;
+                let mut stored =
+                    tx.prepare_cached("SELECT generation FROM chunks WHERE id = ?1")?;
+                let mut doomed =
+                    tx.prepare_cached("SELECT MAX(generation) FROM doomed WHERE chunk = ?1")?;
+                for id in ids {
+                    // The intent first, then the lookup, in one transaction.
+                    intend.execute(params![sid, &id.0[..]])?;
+                    let g: Option<u32> = stored
+                        .query_row(params![&id.0[..]], |r| r.get(0))
+                        .optional()?;
+                    out.push(match g {
+                        Some(generation) => ChunkLookup::Stored { generation },
+                        None => {
+                            let max: Option<u32> =
+                                doomed.query_row(params![&id.0[..]], |r| r.get(0))?;
+                            ChunkLookup::Upload {
+                                generation: max.map_or(0, |m| m + 1),
+                            }
+                        }
+                    });
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn end_save(&self, save: SaveId) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        drop_save(&tx, &save.to_string())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn saves(&self) -> Result<Vec<SaveRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, host, pid, process_start, started_ms, expires_ms FROM saves ORDER BY id",
+        )?;
+        let rows = st.query_map([], save_row)?;
+        rows.map(|r| save_from_row(r?)).collect()
+    }
+
+    fn expire_saves(&self, now_ms: i64) -> Result<Vec<SaveRecord>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let expired = {
+            let mut st = tx.prepare(
+                "SELECT id, host, pid, process_start, started_ms, expires_ms FROM saves
+                 WHERE expires_ms < ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map(params![now_ms], save_row)?;
+            rows.map(|r| save_from_row(r?))
+                .collect::<Result<Vec<_>>>()?
+        };
+        for s in &expired {
+            drop_save(&tx, &s.id.to_string())?;
+        }
+        tx.commit()?;
+        Ok(expired)
+    }
+
     fn commit_stream(
         &self,
+        save: SaveId,
         s: &StreamInfo,
         manifest: &[ManifestEntry],
         new_chunks: &[NewChunk],
@@ -320,12 +530,23 @@ impl Catalog for SqliteCatalog {
                 )))
             };
         }
+        // Only a save whose intents still stand may commit.
+        if !save_exists(&tx, save)? {
+            return Err(CatalogError::SaveGone(save));
+        }
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO chunks (id, len, stored_len, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO chunks (id, generation, len, stored_len, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for c in new_chunks {
-                ins.execute(params![&c.id.0[..], c.len, c.stored_len, s.created_ms])?;
+                ins.execute(params![
+                    &c.id.0[..],
+                    c.generation,
+                    c.len,
+                    c.stored_len,
+                    s.created_ms
+                ])?;
             }
             tx.execute(
                 "INSERT INTO streams (id, project, start_snap, end_snap, engine, bytes, chunks,
@@ -349,10 +570,27 @@ impl Catalog for SqliteCatalog {
             let mut m = tx.prepare_cached(
                 "INSERT INTO manifests (stream, seq, chunk, len) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            // A chunk named again is no longer waiting for scrub's grace.
+            let mut unmark = tx.prepare_cached(
+                "UPDATE chunks SET unref_since_ms = NULL WHERE id = ?1 AND unref_since_ms IS NOT NULL",
+            )?;
+            let mut known = tx.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
             let sid = s.id.to_string();
             for (i, e) in manifest.iter().enumerate() {
                 m.execute(params![sid, i as i64, &e.id.0[..], e.len])?;
+                unmark.execute(params![&e.id.0[..]])?;
             }
+            // Every chunk the manifest names must be committed now: reused
+            // ones were protected by the intents, new ones are inserted above.
+            for c in manifest {
+                if !known.exists(params![&c.id.0[..]])? {
+                    return Err(CatalogError::Invalid(format!(
+                        "stream {} names chunk {} that neither a committed stream nor this save stored",
+                        s.id, c.id
+                    )));
+                }
+            }
+            drop_save(&tx, &save.to_string())?;
         }
         tx.commit()?;
         Ok(())
@@ -410,7 +648,7 @@ impl Catalog for SqliteCatalog {
     fn chunks_page(&self, after: Option<&ChunkId>, limit: u32) -> Result<Vec<NewChunk>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT id, len, stored_len FROM chunks WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, len, stored_len, generation FROM chunks WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
         let after: &[u8] = after.map_or(&[], |a| &a.0[..]);
         let rows = st.query_map(params![after, limit], |r| {
@@ -418,12 +656,14 @@ impl Catalog for SqliteCatalog {
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, u32>(1)?,
                 r.get::<_, u32>(2)?,
+                r.get::<_, u32>(3)?,
             ))
         })?;
         rows.map(|r| {
-            let (id, len, stored_len) = r?;
+            let (id, len, stored_len, generation) = r?;
             Ok(NewChunk {
                 id: chunk_id(&id)?,
+                generation,
                 len,
                 stored_len,
             })
@@ -471,18 +711,266 @@ impl Catalog for SqliteCatalog {
     fn manifest_page(&self, stream: StreamId, from: u64, limit: u32) -> Result<Vec<ManifestEntry>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT chunk, len FROM manifests WHERE stream = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            "SELECT m.chunk, m.len, COALESCE(c.generation, 0) FROM manifests m
+             LEFT JOIN chunks c ON c.id = m.chunk
+             WHERE m.stream = ?1 AND m.seq >= ?2 ORDER BY m.seq LIMIT ?3",
         )?;
         let rows = st.query_map(params![stream.to_string(), from as i64, limit], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
         })?;
         rows.map(|r| {
-            let (id, len) = r?;
+            let (id, len, generation) = r?;
             Ok(ManifestEntry {
                 id: chunk_id(&id)?,
                 len,
+                generation,
             })
         })
         .collect()
+    }
+
+    fn acquire_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let held: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT owner, expires_ms FROM leases WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((other, until)) = held
+            && other != owner
+            && until >= now_ms
+        {
+            return Err(CatalogError::LeaseHeld {
+                owner: other,
+                expires_ms: until,
+            });
+        }
+        tx.execute(
+            "INSERT INTO leases (name, owner, expires_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET owner = ?2, expires_ms = ?3",
+            params![name, owner, expires_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM leases WHERE name = ?1 AND owner = ?2",
+            params![name, owner],
+        )?;
+        Ok(())
+    }
+
+    fn repo_value(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM repo WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn set_repo_value(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let conn = self.conn();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO repo (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, v],
+            )?,
+            None => conn.execute("DELETE FROM repo WHERE key = ?1", params![key])?,
+        };
+        Ok(())
+    }
+
+    fn scrub_rows(
+        &self,
+        scrub: &str,
+        after: Option<&ChunkId>,
+        limit: u32,
+        now_ms: i64,
+        grace_ms: i64,
+        checkpoint_key: &str,
+        dry_run: bool,
+    ) -> Result<RowsPage> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(if dry_run {
+            rusqlite::TransactionBehavior::Deferred
+        } else {
+            rusqlite::TransactionBehavior::Immediate
+        })?;
+        if !dry_run {
+            check_lease(&tx, scrub)?;
+        }
+        let mut page = RowsPage::default();
+        {
+            let mut rows = tx.prepare_cached(
+                "SELECT id, generation, stored_len, unref_since_ms FROM chunks
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let after: &[u8] = after.map_or(&[], |a| &a.0[..]);
+            let batch = rows
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut named =
+                tx.prepare_cached("SELECT 1 FROM manifests WHERE chunk = ?1 LIMIT 1")?;
+            let mut intended =
+                tx.prepare_cached("SELECT 1 FROM intents WHERE chunk = ?1 LIMIT 1")?;
+            let mut set_mark =
+                tx.prepare_cached("UPDATE chunks SET unref_since_ms = ?2 WHERE id = ?1")?;
+            let mut doom = tx.prepare_cached(
+                "INSERT OR IGNORE INTO doomed (chunk, generation, scrub, since_ms, stored_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+            for (id, generation, stored_len, mark) in batch {
+                page.scanned += 1;
+                page.last = Some(chunk_id(&id)?);
+                if named.exists(params![id])? || intended.exists(params![id])? {
+                    page.referenced += 1;
+                    if mark.is_some() && !dry_run {
+                        set_mark.execute(params![id, Option::<i64>::None])?;
+                    }
+                    continue;
+                }
+                let since = mark.unwrap_or(now_ms);
+                if since > now_ms - grace_ms {
+                    page.waiting += 1;
+                    if mark.is_none() && !dry_run {
+                        set_mark.execute(params![id, since])?;
+                    }
+                    continue;
+                }
+                page.doomed += 1;
+                page.doomed_bytes += stored_len as u64;
+                if !dry_run {
+                    doom.execute(params![id, generation, scrub, now_ms, stored_len])?;
+                    delete.execute(params![id])?;
+                }
+            }
+            if !dry_run && let Some(last) = &page.last {
+                tx.execute(
+                    "INSERT INTO repo (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = ?2",
+                    params![checkpoint_key, last.to_hex()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(page)
+    }
+
+    fn doom_orphans(
+        &self,
+        scrub: &str,
+        candidates: &[(ChunkKey, u64)],
+        now_ms: i64,
+        dry_run: bool,
+    ) -> Result<Vec<ChunkKey>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(if dry_run {
+            rusqlite::TransactionBehavior::Deferred
+        } else {
+            rusqlite::TransactionBehavior::Immediate
+        })?;
+        if !dry_run {
+            check_lease(&tx, scrub)?;
+        }
+        let mut out = Vec::new();
+        {
+            let mut row =
+                tx.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1 AND generation = ?2")?;
+            let mut intended =
+                tx.prepare_cached("SELECT 1 FROM intents WHERE chunk = ?1 LIMIT 1")?;
+            let mut doom = tx.prepare_cached(
+                "INSERT OR IGNORE INTO doomed (chunk, generation, scrub, since_ms, stored_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (key, size) in candidates {
+                let id = &key.id.0[..];
+                if row.exists(params![id, key.generation])? || intended.exists(params![id])? {
+                    continue;
+                }
+                if !dry_run {
+                    doom.execute(params![id, key.generation, scrub, now_ms, *size as i64])?;
+                }
+                out.push(*key);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn doomed_page(&self, after: Option<&ChunkKey>, limit: u32) -> Result<Vec<Doomed>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT chunk, generation, scrub, since_ms, stored_len FROM doomed
+             WHERE (chunk, generation) > (?1, ?2) ORDER BY chunk, generation LIMIT ?3",
+        )?;
+        let (id, generation): (&[u8], i64) =
+            after.map_or((&[], -1), |k| (&k.id.0[..], i64::from(k.generation)));
+        let rows = st.query_map(params![id, generation, limit], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, generation, scrub, since_ms, stored_len) = r?;
+            Ok(Doomed {
+                key: ChunkKey::new(chunk_id(&id)?, generation),
+                scrub,
+                since_ms,
+                stored_len: stored_len as u64,
+            })
+        })
+        .collect()
+    }
+
+    fn retire_doomed(&self, keys: &[ChunkKey]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE doomed SET scrub = '' WHERE chunk = ?1 AND generation = ?2",
+            )?;
+            for k in keys {
+                st.execute(params![&k.id.0[..], k.generation])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn undoom(&self, keys: &[ChunkKey]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut st =
+                tx.prepare_cached("DELETE FROM doomed WHERE chunk = ?1 AND generation = ?2")?;
+            for k in keys {
+                st.execute(params![&k.id.0[..], k.generation])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

@@ -1,9 +1,44 @@
 //! The catalog conformance suite, run against every backend.
 
 use strata_catalog::{
-    Catalog, CatalogError, FaultyCatalog, NewChunk, RetryingCatalog, SqliteCatalog,
+    Catalog, CatalogError, FaultyCatalog, NewChunk, RetryingCatalog, SCRUB_LEASE, SaveRecord,
+    SqliteCatalog,
 };
-use strata_core::{ChunkId, ManifestEntry, ProjectId, SnapshotId, StreamId, StreamInfo};
+use strata_core::{
+    ChunkId, ChunkKey, ChunkLookup, ManifestEntry, ProjectId, SaveId, SnapshotId, StreamId,
+    StreamInfo,
+};
+
+fn begin(cat: &dyn Catalog, expires_ms: i64) -> SaveId {
+    let save = SaveRecord {
+        id: SaveId::random(),
+        host: "host-a".into(),
+        pid: 4242,
+        process_start: 7,
+        started_ms: 1,
+        expires_ms,
+    };
+    cat.begin_save(&save).unwrap();
+    cat.begin_save(&save).unwrap(); // a retried begin
+    save.id
+}
+
+fn entry(id: ChunkId, len: u32) -> ManifestEntry {
+    ManifestEntry {
+        id,
+        len,
+        generation: 0,
+    }
+}
+
+fn new_chunk(id: ChunkId, generation: u32) -> NewChunk {
+    NewChunk {
+        id,
+        generation,
+        len: 10,
+        stored_len: 5,
+    }
+}
 
 fn stream(
     project: ProjectId,
@@ -27,7 +62,9 @@ fn stream(
     }
 }
 
-fn conformance(cat: &dyn Catalog) {
+/// `exact`: page counts are exact (false under retried faults, where a page
+/// whose first attempt committed reports what its retry found).
+fn conformance(cat: &dyn Catalog, exact: bool) {
     let repo = cat.repo_id().unwrap();
     assert_eq!(repo, cat.repo_id().unwrap());
     let p = cat.create_project("thesis", 1).unwrap();
@@ -41,26 +78,21 @@ fn conformance(cat: &dyn Catalog) {
     let chunks: Vec<_> = (0..3u8).map(|i| ChunkId::of(&[i])).collect();
     let manifest: Vec<_> = [0, 1, 0, 2]
         .iter()
-        .map(|&i| ManifestEntry {
-            id: chunks[i],
-            len: 10 + i as u32,
-        })
+        .map(|&i| entry(chunks[i], 10 + i as u32))
         .collect();
-    let news: Vec<_> = chunks
-        .iter()
-        .map(|&id| NewChunk {
-            id,
-            len: 10,
-            stored_len: 5,
-        })
-        .collect();
+    let news: Vec<_> = chunks.iter().map(|&id| new_chunk(id, 0)).collect();
     assert!(!cat.has_chunk(&chunks[0]).unwrap());
     let s1 = stream(p.id, None, SnapshotId::new(1000, 1), 100);
-    cat.commit_stream(&s1, &manifest, &news).unwrap();
+    let save = begin(cat, i64::MAX);
+    cat.commit_stream(save, &s1, &manifest, &news).unwrap();
     assert!(chunks.iter().all(|c| cat.has_chunk(c).unwrap()));
+    // The commit ended the save.
+    assert!(cat.saves().unwrap().is_empty());
     // A second stream naming chunks already committed commits fine.
     let s2 = stream(p.id, Some(s1.end.clone()), SnapshotId::new(2000, 1), 10);
-    cat.commit_stream(&s2, &manifest[..1], &news[..1]).unwrap();
+    let save = begin(cat, i64::MAX);
+    cat.commit_stream(save, &s2, &manifest[..1], &news[..1])
+        .unwrap();
 
     assert_eq!(cat.streams(p.id).unwrap(), vec![s1.clone(), s2.clone()]);
     let all = cat.manifest_page(s1.id, 0, 100).unwrap();
@@ -116,11 +148,194 @@ fn conformance(cat: &dyn Catalog) {
     assert_eq!(cat.streams(p.id).unwrap(), vec![s2.clone()]);
     assert!(cat.manifest_page(s1.id, 0, 100).unwrap().is_empty());
     assert!(cat.has_chunk(&chunks[2]).unwrap());
+
+    gc_conformance(cat, p.id, &chunks, exact);
+}
+
+/// Save intents and scrub's catalog side (`docs/gc.md`). On entry, stream
+/// s2 names `chunks[0]`; `chunks[1]` and `chunks[2]` are committed and
+/// named by nothing.
+fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exact: bool) {
+    let fresh = ChunkId::of(b"fresh");
+    let orphan = ChunkId::of(b"orphan");
+    let a = begin(cat, 1_000_000);
+    assert_eq!(
+        cat.claim_chunks(a, &[chunks[0], fresh, chunks[1]]).unwrap(),
+        vec![
+            ChunkLookup::Stored { generation: 0 },
+            ChunkLookup::Upload { generation: 0 },
+            ChunkLookup::Stored { generation: 0 },
+        ]
+    );
+    assert_eq!(cat.saves().unwrap().len(), 1);
+
+    // Scrub's writes need the lease; one owner at a time.
+    assert!(matches!(
+        cat.scrub_rows("s1", None, 100, 10_000, 1_000, "cp", false),
+        Err(CatalogError::LeaseLost(_))
+    ));
+    cat.acquire_lease(SCRUB_LEASE, "s1", 10_000, 20_000)
+        .unwrap();
+    cat.acquire_lease(SCRUB_LEASE, "s1", 10_000, 20_000)
+        .unwrap(); // renewal
+    assert!(matches!(
+        cat.acquire_lease(SCRUB_LEASE, "s2", 10_000, 30_000),
+        Err(CatalogError::LeaseHeld { owner, .. }) if owner == "s1"
+    ));
+
+    // First pass: chunks[0] is named by a stream, chunks[1] by a's intent;
+    // chunks[2] is unreferenced and starts its grace period.
+    let dry = cat
+        .scrub_rows("s1", None, 100, 10_000, 0, "cp", true)
+        .unwrap();
+    assert_eq!((dry.scanned, dry.referenced, dry.doomed), (3, 2, 1));
+    let page = cat
+        .scrub_rows("s1", None, 100, 10_000, 1_000, "cp", false)
+        .unwrap();
+    assert_eq!(
+        (page.scanned, page.referenced, page.waiting, page.doomed),
+        (3, 2, 1, 0)
+    );
+    let last = page.last.unwrap();
+    assert_eq!(cat.repo_value("cp").unwrap(), Some(last.to_hex()));
+    assert!(
+        cat.scrub_rows("s1", Some(&last), 100, 10_000, 1_000, "cp", false)
+            .unwrap()
+            .last
+            .is_none()
+    );
+    assert!(
+        cat.has_chunk(&chunks[2]).unwrap(),
+        "the dry run changed nothing"
+    );
+    // Inside the grace period it waits, after it it is doomed.
+    let page = cat
+        .scrub_rows("s1", None, 100, 10_500, 1_000, "cp", false)
+        .unwrap();
+    assert_eq!((page.waiting, page.doomed), (1, 0));
+    let page = cat
+        .scrub_rows("s1", None, 100, 11_000, 1_000, "cp", false)
+        .unwrap();
+    if exact {
+        assert_eq!((page.waiting, page.doomed, page.doomed_bytes), (0, 1, 5));
+    }
+    assert!(!cat.has_chunk(&chunks[2]).unwrap());
+    let doomed = cat.doomed_page(None, 10).unwrap();
+    assert_eq!(doomed.len(), 1);
+    assert_eq!(doomed[0].key, ChunkKey::from(chunks[2]));
+    assert_eq!((doomed[0].scrub.as_str(), doomed[0].stored_len), ("s1", 5));
+
+    // While its object is being deleted, a save uploads it anew under a
+    // higher generation.
+    let b = begin(cat, 1_000_000);
+    assert_eq!(
+        cat.claim_chunks(b, &[chunks[2]]).unwrap(),
+        vec![ChunkLookup::Upload { generation: 1 }]
+    );
+
+    // Objects without rows: one nothing names is doomed; one whose chunk a
+    // live intent names (any generation), or a committed row names with
+    // that generation, is kept.
+    let candidates = [
+        (ChunkKey::from(orphan), 7),
+        (ChunkKey::from(fresh), 7),
+        (ChunkKey::from(chunks[0]), 5),
+        (ChunkKey::new(chunks[0], 3), 5),
+    ];
+    assert_eq!(
+        cat.doom_orphans("s1", &candidates, 11_000, true).unwrap(),
+        vec![ChunkKey::from(orphan)]
+    );
+    assert_eq!(
+        cat.doomed_page(None, 10).unwrap().len(),
+        1,
+        "a dry run dooms nothing"
+    );
+    assert_eq!(
+        cat.doom_orphans("s1", &candidates, 11_000, false).unwrap(),
+        vec![ChunkKey::from(orphan)]
+    );
+    assert!(matches!(
+        cat.doom_orphans("s2", &candidates, 11_000, false),
+        Err(CatalogError::LeaseLost(o)) if o == "s1"
+    ));
+    let keys: Vec<ChunkKey> = cat
+        .doomed_page(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(keys.len(), 2);
+    // Paging, and tombstones.
+    assert_eq!(cat.doomed_page(Some(&keys[0]), 10).unwrap().len(), 1);
+    assert!(cat.doomed_page(Some(&keys[1]), 10).unwrap().is_empty());
+    cat.retire_doomed(&keys[..1]).unwrap();
+    let page = cat.doomed_page(None, 10).unwrap();
+    assert_eq!((page[0].scrub.as_str(), page[1].scrub.as_str()), ("", "s1"));
+    cat.undoom(&keys).unwrap();
+    cat.undoom(&keys).unwrap(); // again: harmless
+    assert!(cat.doomed_page(None, 10).unwrap().is_empty());
+
+    // a commits, reusing chunks[0] and chunks[1] and adding `fresh`; the
+    // commit clears the marks and the manifest reads back generations.
+    let sa = stream(project, None, SnapshotId::new(5000, 1), 30);
+    let m = [entry(chunks[0], 10), entry(fresh, 10), entry(chunks[1], 11)];
+    cat.commit_stream(a, &sa, &m, &[new_chunk(fresh, 0)])
+        .unwrap();
+    assert_eq!(cat.manifest_page(sa.id, 0, 10).unwrap(), m.to_vec());
+    // b uploaded chunks[2] under generation 1 and commits it.
+    let sb = stream(project, None, SnapshotId::new(6000, 1), 10);
+    let mb = [entry(chunks[2], 12)];
+    cat.commit_stream(b, &sb, &mb, &[new_chunk(chunks[2], 1)])
+        .unwrap();
+    assert_eq!(
+        cat.manifest_page(sb.id, 0, 10).unwrap()[0].key(),
+        ChunkKey::new(chunks[2], 1)
+    );
+    let page = cat
+        .scrub_rows("s1", None, 100, 12_000, 0, "cp", false)
+        .unwrap();
+    assert_eq!((page.scanned, page.referenced, page.doomed), (4, 4, 0));
+
+    // A commit after the save ended, or naming a chunk nobody stored, fails.
+    let c = begin(cat, 1_000_000);
+    cat.end_save(c).unwrap();
+    cat.end_save(c).unwrap();
+    assert!(matches!(cat.claim_chunks(c, &[fresh]), Err(CatalogError::SaveGone(id)) if id == c));
+    let sc = stream(project, None, SnapshotId::new(7000, 1), 10);
+    assert!(matches!(
+        cat.commit_stream(c, &sc, &[], &[]),
+        Err(CatalogError::SaveGone(_))
+    ));
+    let d = begin(cat, 1_000_000);
+    cat.claim_chunks(d, &[orphan]).unwrap();
+    let err = cat
+        .commit_stream(d, &sc, &[entry(orphan, 3)], &[])
+        .unwrap_err();
+    assert!(err.to_string().contains(&orphan.to_hex()), "{err}");
+    assert!(cat.streams(project).unwrap().iter().all(|s| s.id != sc.id));
+
+    // Saves that stop renewing expire, with their intents.
+    let e = begin(cat, 15_000);
+    assert!(cat.renew_save(e, 16_000).unwrap());
+    // (What it returns is for reports: a retried call may list fewer.)
+    cat.expire_saves(17_000).unwrap();
+    assert!(cat.saves().unwrap().iter().all(|s| s.id != e && s.id == d));
+    assert!(!cat.renew_save(e, 20_000).unwrap());
+    cat.end_save(d).unwrap();
+    assert!(cat.saves().unwrap().is_empty());
+
+    cat.release_lease(SCRUB_LEASE, "s1").unwrap();
+    cat.acquire_lease(SCRUB_LEASE, "s2", 10_000, 30_000)
+        .unwrap();
+    cat.release_lease(SCRUB_LEASE, "s2").unwrap();
+    cat.set_repo_value("cp", None).unwrap();
+    assert_eq!(cat.repo_value("cp").unwrap(), None);
 }
 
 #[test]
 fn sqlite_in_memory() {
-    conformance(&SqliteCatalog::in_memory().unwrap());
+    conformance(&SqliteCatalog::in_memory().unwrap(), true);
 }
 
 #[test]
@@ -129,7 +344,7 @@ fn sqlite_file_persists_and_refuses_newer_schema() {
     let path = dir.path().join("catalog.sqlite");
     let id = {
         let cat = SqliteCatalog::open(&path).unwrap();
-        conformance(&cat);
+        conformance(&cat, true);
         cat.repo_id().unwrap()
     };
     let cat = SqliteCatalog::open(&path).unwrap();
@@ -153,7 +368,7 @@ fn retried_catalog_behaves_under_30_percent_faults() {
     };
     for seed in 0..8 {
         let faulty = FaultyCatalog::new(SqliteCatalog::in_memory().unwrap(), 0.3, seed);
-        conformance(&RetryingCatalog::new(faulty, policy));
+        conformance(&RetryingCatalog::new(faulty, policy), false);
     }
 }
 
@@ -162,11 +377,12 @@ fn a_stream_id_is_committed_once() {
     let cat = SqliteCatalog::in_memory().unwrap();
     let p = cat.create_project("p", 1).unwrap();
     let s = stream(p.id, None, SnapshotId::new(1000, 1), 10);
-    cat.commit_stream(&s, &[], &[]).unwrap();
-    cat.commit_stream(&s, &[], &[]).unwrap(); // a retried commit
+    let save = begin(&cat, i64::MAX);
+    cat.commit_stream(save, &s, &[], &[]).unwrap();
+    cat.commit_stream(save, &s, &[], &[]).unwrap(); // a retried commit
     assert_eq!(cat.streams(p.id).unwrap().len(), 1);
     let mut other = s.clone();
     other.bytes = 11;
-    let err = cat.commit_stream(&other, &[], &[]).unwrap_err();
+    let err = cat.commit_stream(save, &other, &[], &[]).unwrap_err();
     assert!(err.to_string().contains("already committed"), "{err}");
 }

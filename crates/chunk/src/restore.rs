@@ -92,7 +92,7 @@ pub fn restore_stream<T>(
             s.spawn(move || {
                 for (entry, reply) in jobs_rx {
                     let r = store
-                        .get(&entry.id)
+                        .get(&entry.key())
                         .map_err(ChunkError::from)
                         .and_then(|b| {
                             let plain = decode(&entry.id, &b)?;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 
 use crossbeam_channel::bounded;
-use strata_core::{ChunkId, ManifestEntry};
+use strata_core::{ChunkId, ChunkKey, ChunkLookup, ManifestEntry};
 use strata_store::{ChunkStore, StoreError};
 
 use crate::ChunkerConfig;
@@ -15,8 +15,8 @@ use crate::codec::encode;
 pub struct SaveOutput {
     /// The stream as (chunk, length) in order.
     pub manifest: Vec<ManifestEntry>,
-    /// The chunks this stream was first to store: (id, plain length, stored length).
-    pub new_chunks: Vec<(ChunkId, u32, u32)>,
+    /// The chunks this stream uploaded: (key, plain length, stored length).
+    pub new_chunks: Vec<(ChunkKey, u32, u32)>,
     /// Length of the stream.
     pub bytes: u64,
 }
@@ -30,47 +30,61 @@ pub enum SaveError {
     /// The store refused a chunk.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Asking whether a chunk is known failed.
-    #[error("looking up chunk {id}: {why}")]
-    Lookup {
-        /// The chunk.
+    /// Recording the intent to use a batch of chunks failed.
+    #[error("recording the intent to use chunk {id} and {more} more: {why}")]
+    Intent {
+        /// The batch's first chunk.
         id: ChunkId,
+        /// How many more the batch held.
+        more: usize,
         /// The catalog's error.
         why: String,
     },
 }
 
-/// Cuts `input` into chunks and stores those that `is_known` does not know,
-/// compressing and uploading on `workers` threads.
+/// Chunks held back for one intent batch: at most this many bytes...
+const INTENT_BATCH_BYTES: usize = 8 << 20;
+/// ...or this many chunks.
+const INTENT_BATCH_CHUNKS: usize = 64;
+
+/// A function that records a save's intent to use `ids` (one catalog
+/// transaction) and says, for each, whether to reuse or upload it.
+pub type Claim<'a> = dyn Fn(&[ChunkId]) -> Result<Vec<ChunkLookup>, String> + Sync + 'a;
+
+/// Cuts `input` into chunks, records the intent to use each new one with
+/// `claim` (in batches, before anything is uploaded or reused: the save
+/// protocol of `docs/gc.md`), and uploads those the claim says to upload,
+/// compressing on `workers` threads.
 ///
-/// Memory: one maximum-size chunk in the chunker, at most `2 × workers`
-/// chunks queued, one chunk plus its encoding per worker.
+/// Memory: one maximum-size chunk in the chunker, one intent batch
+/// (8 MiB or 64 chunks, whichever comes first, plus one chunk), at most
+/// `2 × workers` chunks queued, one chunk plus its encoding per worker.
 ///
 /// # Errors
-/// The first failure of the input, a lookup or an upload; the caller must
+/// The first failure of the input, a claim or an upload; the caller must
 /// not commit anything then (chunks already uploaded are garbage for scrub).
 pub fn save_stream<R: Read>(
     input: R,
     store: &dyn ChunkStore,
-    is_known: &(dyn Fn(&ChunkId) -> Result<bool, String> + Sync),
+    claim: &Claim<'_>,
     cfg: &ChunkerConfig,
     workers: usize,
 ) -> Result<SaveOutput, SaveError> {
     let workers = workers.max(1);
     std::thread::scope(|s| {
-        let (tx, rx) = bounded::<(ChunkId, Vec<u8>)>(workers * 2);
+        let (tx, rx) = bounded::<(ChunkKey, Vec<u8>)>(workers * 2);
         let (done_tx, done_rx) =
-            crossbeam_channel::unbounded::<Result<(ChunkId, u32, u32), StoreError>>();
+            crossbeam_channel::unbounded::<Result<(ChunkKey, u32, u32), StoreError>>();
         for _ in 0..workers {
             let rx = rx.clone();
             let done_tx = done_tx.clone();
             s.spawn(move || {
                 let mut z = zstd::bulk::Compressor::new(cfg.zstd_level).expect("zstd context");
-                for (id, data) in rx {
+                for (key, data) in rx {
                     let enc = encode(&data, cfg.zstd_level, &mut z);
                     let r = store
-                        .put(&id, &enc)
-                        .map(|()| (id, data.len() as u32, enc.len() as u32));
+                        .put(&key, &enc)
+                        .map(|()| (key, data.len() as u32, enc.len() as u32));
                     let failed = r.is_err();
                     let _ = done_tx.send(r);
                     if failed {
@@ -85,6 +99,43 @@ pub fn save_stream<R: Read>(
         let mut out = SaveOutput::default();
         let mut seen: HashSet<ChunkId> = HashSet::new();
         let mut failure: Option<SaveError> = None;
+        let mut batch: Vec<(ChunkId, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        // Claims a batch and queues what it says to upload; false when the
+        // save must stop (the failure is recorded).
+        let flush = |batch: &mut Vec<(ChunkId, Vec<u8>)>, failure: &mut Option<SaveError>| {
+            if batch.is_empty() {
+                return true;
+            }
+            let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
+            let lookups = match claim(&ids) {
+                Ok(l) if l.len() == ids.len() => l,
+                Ok(l) => {
+                    *failure = Some(SaveError::Intent {
+                        id: ids[0],
+                        more: ids.len() - 1,
+                        why: format!("{} answers for {} chunks", l.len(), ids.len()),
+                    });
+                    return false;
+                }
+                Err(why) => {
+                    *failure = Some(SaveError::Intent {
+                        id: ids[0],
+                        more: ids.len() - 1,
+                        why,
+                    });
+                    return false;
+                }
+            };
+            for ((id, data), lookup) in batch.drain(..).zip(lookups) {
+                if let ChunkLookup::Upload { generation } = lookup
+                    && tx.send((ChunkKey::new(id, generation), data)).is_err()
+                {
+                    return false; // every worker stopped; their error follows
+                }
+            }
+            true
+        };
         let chunker =
             fastcdc::v2020::StreamCDC::new(input, cfg.min_size, cfg.avg_size, cfg.max_size);
         for chunk in chunker {
@@ -101,7 +152,12 @@ pub fn save_stream<R: Read>(
             };
             let id = ChunkId::of(&chunk.data);
             let len = chunk.data.len() as u32;
-            out.manifest.push(ManifestEntry { id, len });
+            // The catalog resolves the generation at commit.
+            out.manifest.push(ManifestEntry {
+                id,
+                len,
+                generation: 0,
+            });
             out.bytes += u64::from(len);
             // Collect finished uploads as we go, stopping at the first error.
             while let Ok(r) = done_rx.try_recv() {
@@ -114,19 +170,20 @@ pub fn save_stream<R: Read>(
                 break;
             }
             if seen.insert(id) {
-                match is_known(&id) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        if tx.send((id, chunk.data)).is_err() {
-                            break; // every worker stopped; their error follows
-                        }
-                    }
-                    Err(why) => {
-                        failure = Some(SaveError::Lookup { id, why });
-                        break;
-                    }
+                batch_bytes += chunk.data.len();
+                batch.push((id, chunk.data));
+                if (batch_bytes >= INTENT_BATCH_BYTES || batch.len() >= INTENT_BATCH_CHUNKS)
+                    && !flush(&mut batch, &mut failure)
+                {
+                    break;
+                }
+                if batch.is_empty() {
+                    batch_bytes = 0;
                 }
             }
+        }
+        if failure.is_none() {
+            flush(&mut batch, &mut failure);
         }
         drop(tx);
         for r in done_rx {

@@ -1,9 +1,12 @@
 //! Save and restore through the pipeline, against the memory store.
 
 use proptest::prelude::*;
+use std::collections::HashSet;
+use std::sync::Mutex;
 use strata_chunk::{ChunkerConfig, restore_stream, save_stream};
-use strata_core::ChunkId;
-use strata_store::{ChunkStore, MemoryStore};
+
+use strata_core::{ChunkId, ChunkKey, ChunkLookup};
+use strata_store::{ChunkStore, MemoryStore, StoredObject};
 
 fn small() -> ChunkerConfig {
     ChunkerConfig {
@@ -19,7 +22,19 @@ fn roundtrip(
     data: &[u8],
     known: &[ChunkId],
 ) -> (Vec<u8>, strata_chunk::SaveOutput) {
-    let out = save_stream(data, store, &|id| Ok(known.contains(id)), &small(), 2).unwrap();
+    let claim = |ids: &[ChunkId]| {
+        Ok(ids
+            .iter()
+            .map(|id| {
+                if known.contains(id) {
+                    ChunkLookup::Stored { generation: 0 }
+                } else {
+                    ChunkLookup::Upload { generation: 0 }
+                }
+            })
+            .collect())
+    };
+    let out = save_stream(data, store, &claim, &small(), 2).unwrap();
     let manifest = out.manifest.clone();
     let mut pages = |from: u64| {
         Ok(manifest
@@ -56,7 +71,7 @@ fn second_save_of_same_data_stores_nothing_new() {
     let store = MemoryStore::new();
     let (_, first) = roundtrip(&store, &data, &[]);
     assert!(!first.new_chunks.is_empty());
-    let known: Vec<_> = first.new_chunks.iter().map(|c| c.0).collect();
+    let known: Vec<_> = first.new_chunks.iter().map(|c| c.0.id).collect();
     let (back, second) = roundtrip(&store, &data, &known);
     assert_eq!(back, data);
     assert!(second.new_chunks.is_empty());
@@ -69,7 +84,7 @@ fn damaged_chunk_is_named_on_restore() {
         .collect();
     let store = MemoryStore::new();
     let (_, out) = roundtrip(&store, &data, &[]);
-    let victim = out.manifest[1].id;
+    let victim = out.manifest[1].key();
     let mut bytes = store.get(&victim).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -88,7 +103,7 @@ fn damaged_chunk_is_named_on_restore() {
         r.read_to_end(&mut v).map(|_| v)
     })
     .unwrap_err();
-    assert!(err.to_string().contains(&victim.to_hex()), "{err}");
+    assert!(err.to_string().contains(&victim.id.to_hex()), "{err}");
     store.delete(&victim).unwrap();
     let err = restore_stream(&store, &mut pages, 2, 4, |r| {
         let mut v = Vec::new();
@@ -96,4 +111,88 @@ fn damaged_chunk_is_named_on_restore() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
+}
+
+/// A store that refuses a put whose chunk no claim named before.
+struct ClaimedOnly<'a> {
+    inner: MemoryStore,
+    claimed: &'a Mutex<HashSet<ChunkId>>,
+}
+
+impl ChunkStore for ClaimedOnly<'_> {
+    fn put(&self, key: &ChunkKey, data: &[u8]) -> strata_store::Result<()> {
+        assert!(
+            self.claimed.lock().unwrap().contains(&key.id),
+            "{key} uploaded before its intent was recorded"
+        );
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &ChunkKey) -> strata_store::Result<Vec<u8>> {
+        self.inner.get(key)
+    }
+    fn size(&self, key: &ChunkKey) -> strata_store::Result<Option<u64>> {
+        self.inner.size(key)
+    }
+    fn delete(&self, key: &ChunkKey) -> strata_store::Result<()> {
+        self.inner.delete(key)
+    }
+    fn list_page(
+        &self,
+        after: Option<&ChunkKey>,
+        limit: usize,
+    ) -> strata_store::Result<Vec<StoredObject>> {
+        self.inner.list_page(after, limit)
+    }
+    fn flush(&self) -> strata_store::Result<()> {
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        "claimed-only".into()
+    }
+}
+
+#[test]
+fn every_chunk_is_claimed_once_before_upload_under_the_claimed_generation() {
+    let data: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let claimed = Mutex::new(HashSet::new());
+    let claims = Mutex::new(0usize);
+    let store = ClaimedOnly {
+        inner: MemoryStore::new(),
+        claimed: &claimed,
+    };
+    // Every other chunk is "being deleted": upload it under generation 7.
+    let claim = |ids: &[ChunkId]| {
+        *claims.lock().unwrap() += 1;
+        let mut c = claimed.lock().unwrap();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                assert!(c.insert(*id), "{id} claimed twice");
+                ChunkLookup::Upload {
+                    generation: u32::from(id.0[0] % 2) * 7,
+                }
+            })
+            .collect())
+    };
+    let out = save_stream(&data[..], &store, &claim, &small(), 2).unwrap();
+    let unique: HashSet<ChunkId> = out.manifest.iter().map(|e| e.id).collect();
+    assert_eq!(*claimed.lock().unwrap(), unique);
+    assert!(*claims.lock().unwrap() > 1, "claims come in batches");
+    assert_eq!(out.new_chunks.len(), unique.len());
+    for (key, _, _) in &out.new_chunks {
+        assert_eq!(key.generation, u32::from(key.id.0[0] % 2) * 7);
+        assert!(store.inner.size(key).unwrap().is_some());
+    }
+    // A failing claim stops the save and names a chunk.
+    let err = save_stream(
+        &data[..],
+        &store,
+        &|_: &[ChunkId]| Err("the catalog is gone".into()),
+        &small(),
+        2,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("the catalog is gone"), "{err}");
 }

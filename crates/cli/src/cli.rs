@@ -62,6 +62,8 @@ pub enum Command {
     Retention(commands::retention::Args),
     /// Verify chains, chunk presence and sizes, and with --read-data the bytes.
     Check(commands::check::Args),
+    /// Delete chunk bytes no committed stream or running save needs.
+    Scrub(commands::scrub::Args),
 }
 
 /// Runs the command line; returns the exit code.
@@ -110,5 +112,6 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::ForgetFork(a) => commands::forget_fork::run(&repo, a, out),
         Command::Retention(a) => commands::retention::run(&repo, a, out),
         Command::Check(a) => commands::check::run(&repo, a, out),
+        Command::Scrub(a) => commands::scrub::run(&repo, a, out),
     }
 }

@@ -80,6 +80,76 @@ impl FromStr for ChunkId {
     }
 }
 
+/// Where a chunk's bytes live in a store: its id and a generation.
+///
+/// Almost every chunk is stored under generation 0. A save uploads under a
+/// higher generation only when scrub is deleting the chunk's earlier
+/// objects (`docs/gc.md`): a new upload then never lands on a key that a
+/// delete in flight may remove. The text form is the id's hex for
+/// generation 0 and `<hex>.<generation>` otherwise.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkKey {
+    /// The chunk.
+    pub id: ChunkId,
+    /// The generation.
+    pub generation: u32,
+}
+
+impl ChunkKey {
+    /// The key of `id` at generation `generation`.
+    pub fn new(id: ChunkId, generation: u32) -> Self {
+        Self { id, generation }
+    }
+}
+
+impl From<ChunkId> for ChunkKey {
+    fn from(id: ChunkId) -> Self {
+        Self { id, generation: 0 }
+    }
+}
+
+impl fmt::Display for ChunkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.generation == 0 {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}.{}", self.id, self.generation)
+        }
+    }
+}
+
+impl fmt::Debug for ChunkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkKey({self})")
+    }
+}
+
+impl FromStr for ChunkKey {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let (hex, generation) = match s.split_once('.') {
+            None => (s, 0),
+            Some((hex, g)) => {
+                let generation = g
+                    .parse::<u32>()
+                    .ok()
+                    // Canonical only: one text per key ("01" and "+1" are refused).
+                    .filter(|&n| n > 0 && n.to_string() == g)
+                    .ok_or(IdError {
+                        what: "chunk key",
+                        text: s.to_string(),
+                        why: "generation is not a positive decimal number",
+                    })?;
+                (hex, generation)
+            }
+        };
+        Ok(Self {
+            id: hex.parse()?,
+            generation,
+        })
+    }
+}
+
 macro_rules! uuid_id {
     ($name:ident, $what:literal, $doc:literal) => {
         #[doc = $doc]
@@ -121,6 +191,11 @@ macro_rules! uuid_id {
 
 uuid_id!(ProjectId, "project id", "The id of a project (a UUID).");
 uuid_id!(StreamId, "stream id", "The id of a stream (a UUID).");
+uuid_id!(
+    SaveId,
+    "save id",
+    "The id of a running save (a UUID): it owns the save's intents."
+);
 
 /// The id of a snapshot: the UTC time it was taken, to the millisecond, plus
 /// a random suffix so that two hosts saving in the same millisecond never

@@ -16,9 +16,9 @@ pub mod trim;
 
 pub use clock::{Clock, SystemClock};
 pub use graph::{ChainReport, Fork, Role, Unreachable, analyze};
-pub use ids::{ChunkId, IdError, ProjectId, SnapshotId, StreamId};
+pub use ids::{ChunkId, ChunkKey, IdError, ProjectId, SaveId, SnapshotId, StreamId};
 pub use plan::{PlanError, apply_plan};
 pub use retention::Retention;
 pub use retry::{RetryPolicy, Transient};
-pub use stream::{ManifestEntry, StreamInfo, StreamKind};
+pub use stream::{ChunkLookup, ManifestEntry, StreamInfo, StreamKind};
 pub use trim::{TrimPlan, forget_fork_plan, trim_plan};

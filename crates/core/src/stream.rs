@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChunkId, ProjectId, SnapshotId, StreamId};
+use crate::{ChunkId, ChunkKey, ProjectId, SnapshotId, StreamId};
 
 /// Whether a stream stands alone or applies on top of a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,4 +75,31 @@ pub struct ManifestEntry {
     pub id: ChunkId,
     /// Its plaintext length in bytes.
     pub len: u32,
+    /// The generation its bytes are stored under. Read back from the
+    /// catalog, this is the committed chunk's; a save's own value is only
+    /// what it uploaded or reused (the catalog keeps the committed one).
+    pub generation: u32,
+}
+
+impl ManifestEntry {
+    /// Where the entry's bytes live.
+    pub fn key(&self) -> ChunkKey {
+        ChunkKey::new(self.id, self.generation)
+    }
+}
+
+/// What a save learns about a chunk when it records its intent to use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkLookup {
+    /// A committed stream stored it under this generation; reuse it.
+    Stored {
+        /// The committed generation.
+        generation: u32,
+    },
+    /// Not stored: upload it under this generation, one no delete in
+    /// flight can touch.
+    Upload {
+        /// The generation to upload under.
+        generation: u32,
+    },
 }

@@ -3,8 +3,9 @@
 //! - every project's streams form valid chains: no impossible records,
 //!   no stream that cannot be applied;
 //! - every chunk a manifest names is known to the catalog;
-//! - every chunk the catalog knows is in the store with the stored size it
-//!   recorded (catalog and store are paged through in id order together,
+//! - every chunk the catalog knows is in the store, under its generation,
+//!   with the stored size it recorded (catalog and store are paged through
+//!   in key order together,
 //!   so memory stays flat however many chunks there are);
 //! - with `read_data`, a deterministic share of the chunks is read back,
 //!   decoded and verified against its BLAKE3 id and recorded length.
@@ -15,7 +16,8 @@
 use std::collections::VecDeque;
 
 use strata_catalog::NewChunk;
-use strata_core::{ChunkId, ProjectId, StreamId};
+use strata_core::{ChunkId, ChunkKey, ProjectId, StreamId};
+use strata_store::StoredObject;
 
 use crate::error::Result;
 use crate::repository::Repository;
@@ -165,14 +167,14 @@ pub fn check(
         );
     }
 
-    // Catalog chunks and store listing, merged in id order.
+    // Catalog chunks and store listing, merged in key order.
     let mut catalog = Paged::new(
-        |after| Ok(repo.catalog.chunks_page(after, PAGE)?),
-        |c: &NewChunk| c.id,
+        |after: Option<&ChunkKey>| Ok(repo.catalog.chunks_page(after.map(|k| &k.id), PAGE)?),
+        |c: &NewChunk| c.key(),
     );
     let mut store = Paged::new(
-        |after| Ok(repo.store.list_page(after, PAGE as usize)?),
-        |c: &ChunkId| *c,
+        |after: Option<&ChunkKey>| Ok(repo.store.list_page(after, PAGE as usize)?),
+        |o: &StoredObject| o.key,
     );
     loop {
         let (c, s) = (catalog.peek()?.copied(), store.peek()?.copied());
@@ -182,16 +184,16 @@ pub fn check(
                 report.unreferenced_in_store += 1;
                 store.pop();
             }
-            (Some(c), Some(s)) if s < c.id => {
+            (Some(c), Some(s)) if s.key < c.key() => {
                 report.unreferenced_in_store += 1;
                 store.pop();
             }
             (Some(c), s) => {
                 report.chunks += 1;
                 catalog.pop();
-                if s == Some(c.id) {
+                if let Some(s) = s.filter(|s| s.key == c.key()) {
                     store.pop();
-                    check_chunk(repo, opts, &c, &mut report, &mut found)?;
+                    check_chunk(repo, opts, &c, s.size, &mut report, &mut found)?;
                 } else {
                     let streams = named_streams(repo, &c.id)?;
                     found(
@@ -200,7 +202,7 @@ pub fn check(
                             kind: ProblemKind::MissingChunk,
                             message: format!(
                                 "chunk {} is missing from the chunk store ({})",
-                                c.id,
+                                c.key(),
                                 describe(&streams)
                             ),
                             streams,
@@ -218,11 +220,11 @@ fn check_chunk(
     repo: &Repository,
     opts: &CheckOptions,
     c: &NewChunk,
+    size: u64,
     report: &mut CheckReport,
     found: &mut impl FnMut(&mut CheckReport, Problem),
 ) -> Result<()> {
-    let size = repo.store.size(&c.id)?;
-    if size != Some(u64::from(c.stored_len)) {
+    if size != u64::from(c.stored_len) {
         let streams = named_streams(repo, &c.id)?;
         found(
             report,
@@ -230,8 +232,8 @@ fn check_chunk(
                 kind: ProblemKind::SizeMismatch,
                 message: format!(
                     "chunk {} is {} bytes in the store, the catalog recorded {} ({})",
-                    c.id,
-                    size.map_or("missing".to_string(), |s| s.to_string()),
+                    c.key(),
+                    size,
                     c.stored_len,
                     describe(&streams)
                 ),
@@ -247,7 +249,7 @@ fn check_chunk(
     if !sampled(&c.id, percent) {
         return Ok(());
     }
-    let bytes = repo.store.get(&c.id)?;
+    let bytes = repo.store.get(&c.key())?;
     report.chunks_read += 1;
     report.bytes_read += bytes.len() as u64;
     let why = match strata_chunk::decode(&c.id, &bytes) {
@@ -305,10 +307,10 @@ fn describe(streams: &[(String, StreamId)]) -> String {
     format!("used by {}", list.join(", "))
 }
 
-/// A cursor over an id-ordered listing fetched a page at a time.
+/// A cursor over a key-ordered listing fetched a page at a time.
 struct Paged<T, F, K> {
     buf: VecDeque<T>,
-    after: Option<ChunkId>,
+    after: Option<ChunkKey>,
     done: bool,
     fetch: F,
     key: K,
@@ -316,8 +318,8 @@ struct Paged<T, F, K> {
 
 impl<T, F, K> Paged<T, F, K>
 where
-    F: FnMut(Option<&ChunkId>) -> Result<Vec<T>>,
-    K: Fn(&T) -> ChunkId,
+    F: FnMut(Option<&ChunkKey>) -> Result<Vec<T>>,
+    K: Fn(&T) -> ChunkKey,
 {
     fn new(fetch: F, key: K) -> Self {
         Self {

@@ -9,10 +9,12 @@
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod liveness;
 pub mod progress;
 pub mod repository;
 pub mod restore;
 pub mod save;
+pub mod scrub;
 pub mod trim;
 pub mod worktree;
 
@@ -22,4 +24,5 @@ pub use progress::{NoProgress, Progress};
 pub use repository::Repository;
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use save::{SaveOptions, SaveReport, save};
+pub use scrub::{ScrubOptions, ScrubReport, scrub};
 pub use trim::{TrimReport, forget_fork, retention_of, trim};

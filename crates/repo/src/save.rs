@@ -1,24 +1,26 @@
 //! `save`: a full or incremental snapshot stream of a directory.
 //!
-//! Protocol: walk and stream (engine thread) → chunk, dedupe, upload
-//! (pipeline) → flush the store → one catalog transaction commits stream,
-//! manifest and new chunks → the directory's local state records the new
-//! snapshot and its index. A failure before the commit leaves the catalog
-//! as it was.
+//! Protocol (`docs/gc.md`): record the save in the catalog (renewed while
+//! it runs) → walk and stream (engine thread) → chunk, record intents in
+//! batches, dedupe, upload (pipeline) → flush the store → one catalog
+//! transaction commits stream, manifest and new chunks and ends the save →
+//! the directory's local state records the new snapshot and its index. A
+//! failure before the commit leaves the catalog's streams as they were.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_catalog::{NewChunk, Project};
+use strata_catalog::{NewChunk, Project, SaveRecord};
 use strata_chunk::pipe::pipe;
 use strata_chunk::save_stream;
-use strata_core::{SnapshotId, StreamId, StreamInfo};
+use strata_core::{SaveId, SnapshotId, StreamId, StreamInfo};
 use strata_engine::index::IndexReader;
 use strata_engine::native::{self, SendOptions, SendSummary, StreamHeader};
 
 use crate::error::{Error, Result};
+use crate::liveness::{SAVE_TTL, process_start, with_heartbeat};
 use crate::progress::{EngineObserver, Progress};
 use crate::repository::Repository;
 use crate::worktree::{Worktree, WorktreeState};
@@ -139,55 +141,81 @@ pub fn save(
         created_ms: repo.clock.now_ms(),
     };
     let index_tmp = wt.temp_index_path();
-    let result = run_pipeline(
-        repo,
-        &dir,
-        index_reader,
-        &header,
-        &index_tmp,
-        opts,
-        progress,
-    );
-    let (sent, stored) = match result {
+    // The save's record: its intents live while it renews them
+    // (docs/gc.md); a killed save's record expires, or scrub finds its
+    // process gone.
+    let save_id = SaveId::random();
+    let pid = std::process::id();
+    let now = repo.clock.now_ms();
+    let ttl_ms = SAVE_TTL.as_millis() as i64;
+    repo.catalog.begin_save(&SaveRecord {
+        id: save_id,
+        host: hostname(),
+        pid,
+        process_start: process_start(pid).unwrap_or(0),
+        started_ms: now,
+        expires_ms: now + ttl_ms,
+    })?;
+    let renew = || {
+        if let Err(e) = repo
+            .catalog
+            .renew_save(save_id, repo.clock.now_ms() + ttl_ms)
+        {
+            tracing::warn!("renewing save {save_id}: {e}");
+        }
+    };
+    let result = with_heartbeat(SAVE_TTL / 3, renew, || {
+        let (sent, stored) = run_pipeline(
+            repo,
+            save_id,
+            &dir,
+            index_reader,
+            &header,
+            &index_tmp,
+            opts,
+            progress,
+        )?;
+        repo.store.flush()?;
+        let new_bytes = stored.new_chunks.iter().map(|c| u64::from(c.1)).sum();
+        let new_stored_bytes = stored.new_chunks.iter().map(|c| u64::from(c.2)).sum();
+        let stream = StreamInfo {
+            id: StreamId::random(),
+            project: project.id,
+            start: base,
+            end: end.clone(),
+            parent,
+            engine: "native".into(),
+            bytes: stored.bytes,
+            chunks: stored.manifest.len() as u64,
+            new_bytes,
+            new_stored_bytes,
+            created_ms: repo.clock.now_ms(),
+            host: opts.host.clone().unwrap_or_else(hostname),
+        };
+        let new_chunks: Vec<NewChunk> = stored
+            .new_chunks
+            .iter()
+            .map(|&(key, len, stored_len)| NewChunk {
+                id: key.id,
+                generation: key.generation,
+                len,
+                stored_len,
+            })
+            .collect();
+        repo.catalog
+            .commit_stream(save_id, &stream, &stored.manifest, &new_chunks)?;
+        Ok::<_, Error>((sent, stream))
+    });
+    let (sent, stream) = match result {
         Ok(x) => x,
         Err(e) => {
             let _ = std::fs::remove_file(&index_tmp);
+            // Its intents protect nothing any more; what it uploaded is
+            // garbage for scrub.
+            let _ = repo.catalog.end_save(save_id);
             return Err(e);
         }
     };
-    repo.store.flush()?;
-    let new_bytes = stored.new_chunks.iter().map(|c| u64::from(c.1)).sum();
-    let new_stored_bytes = stored.new_chunks.iter().map(|c| u64::from(c.2)).sum();
-    let stream = StreamInfo {
-        id: StreamId::random(),
-        project: project.id,
-        start: base,
-        end: end.clone(),
-        parent,
-        engine: "native".into(),
-        bytes: stored.bytes,
-        chunks: stored.manifest.len() as u64,
-        new_bytes,
-        new_stored_bytes,
-        created_ms: repo.clock.now_ms(),
-        host: opts.host.clone().unwrap_or_else(hostname),
-    };
-    let new_chunks: Vec<NewChunk> = stored
-        .new_chunks
-        .iter()
-        .map(|&(id, len, stored_len)| NewChunk {
-            id,
-            len,
-            stored_len,
-        })
-        .collect();
-    if let Err(e) = repo
-        .catalog
-        .commit_stream(&stream, &stored.manifest, &new_chunks)
-    {
-        let _ = std::fs::remove_file(&index_tmp);
-        return Err(e.into());
-    }
     wt.record(
         &WorktreeState {
             path: dir.clone(),
@@ -277,8 +305,10 @@ fn pick_project(
 
 type Stored = strata_chunk::SaveOutput;
 
+#[allow(clippy::too_many_arguments)]
 fn run_pipeline(
     repo: &Repository,
+    save: SaveId,
     dir: &Path,
     base: Option<IndexReader<BufReader<File>>>,
     header: &StreamHeader,
@@ -312,9 +342,12 @@ fn run_pipeline(
                 &obs,
             )
         });
-        let known =
-            |id: &strata_core::ChunkId| repo.catalog.has_chunk(id).map_err(|e| e.to_string());
-        let stored = save_stream(reader, repo.store.as_ref(), &known, &cfg, workers);
+        let claim = |ids: &[strata_core::ChunkId]| {
+            repo.catalog
+                .claim_chunks(save, ids)
+                .map_err(|e| e.to_string())
+        };
+        let stored = save_stream(reader, repo.store.as_ref(), &claim, &cfg, workers);
         let sent = sender.join().expect("the send thread does not panic");
         // The engine's error explains a pipeline that saw the pipe close.
         let sent = sent.map_err(|e| {

@@ -16,9 +16,13 @@ fn repo(dir: &Path) -> Repository {
     r
 }
 
-fn faulty(dir: &Path, seed: u64) -> FaultyStore<FileStore> {
-    FaultyStore::new(FileStore::open(dir.join("repo/chunks")).unwrap(), 0.2, seed)
-        .with_latency(Duration::from_micros(200))
+fn faulty(dir: &Path, rate: f64, seed: u64) -> FaultyStore<FileStore> {
+    FaultyStore::new(
+        FileStore::open(dir.join("repo/chunks")).unwrap(),
+        rate,
+        seed,
+    )
+    .with_latency(Duration::from_micros(200))
 }
 
 fn project(dir: &Path) -> std::path::PathBuf {
@@ -41,7 +45,7 @@ fn save_and_restore_under_20_percent_faults() {
         max_elapsed: Duration::from_secs(30),
     };
     let mut r = repo(dir.path());
-    r.store = Box::new(RetryingStore::new(faulty(dir.path(), 11), policy));
+    r.store = Box::new(RetryingStore::new(faulty(dir.path(), 0.2, 11), policy));
     // The catalog fails a fifth of its calls too.
     let catalog = SqliteCatalog::open(&dir.path().join("repo/catalog.sqlite")).unwrap();
     r.catalog = Box::new(RetryingCatalog::new(
@@ -70,7 +74,9 @@ fn without_retries_the_faults_fail_the_save() {
     let dir = tempfile::tempdir().unwrap();
     let src = project(dir.path());
     let mut r = repo(dir.path());
-    r.store = Box::new(faulty(dir.path(), 5));
+    // A save makes only about ten store calls: at half of them failing,
+    // one is sure to.
+    r.store = Box::new(faulty(dir.path(), 0.5, 5));
     let err = strata_repo::save(&r, &src, &SaveOptions::default(), &NoProgress).unwrap_err();
     assert!(err.to_string().contains("injected fault"), "{err}");
     // Nothing was committed.

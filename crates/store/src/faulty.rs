@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use strata_core::ChunkId;
+use strata_core::ChunkKey;
 use strata_core::faults::FaultDice;
 
-use crate::{ChunkStore, Result, StoreError};
+use crate::{ChunkStore, Result, StoreError, StoredObject};
 
 /// Wraps a store and makes it unreliable.
 #[derive(Debug)]
@@ -53,19 +53,19 @@ impl<S: ChunkStore> FaultyStore<S> {
 }
 
 impl<S: ChunkStore> ChunkStore for FaultyStore<S> {
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+    fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
         self.call("put", || self.inner.put(id, data))
     }
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+    fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
         self.call("get", || self.inner.get(id))
     }
-    fn size(&self, id: &ChunkId) -> Result<Option<u64>> {
+    fn size(&self, id: &ChunkKey) -> Result<Option<u64>> {
         self.call("size", || self.inner.size(id))
     }
-    fn delete(&self, id: &ChunkId) -> Result<()> {
+    fn delete(&self, id: &ChunkKey) -> Result<()> {
         self.call("delete", || self.inner.delete(id))
     }
-    fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
+    fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>> {
         self.call("list", || self.inner.list_page(after, limit))
     }
     fn flush(&self) -> Result<()> {

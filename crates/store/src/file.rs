@@ -1,4 +1,6 @@
-//! The local-directory store: `<root>/<2 hex>/<64 hex>`, one file per chunk.
+//! The local-directory store: `<root>/<2 hex>/<key>`, one file per chunk,
+//! where the key is the chunk id's 64 hex digits, followed by `.<generation>`
+//! for the rare generation above 0 (`docs/gc.md`).
 //!
 //! A put writes a temporary file in `<root>/tmp`, syncs it and renames it
 //! into place, so a chunk file is either absent or complete; a killed
@@ -13,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use strata_core::ChunkId;
+use strata_core::ChunkKey;
 
-use crate::{ChunkStore, Result, StoreError};
+use crate::{ChunkStore, Result, StoreError, StoredObject};
 
 /// Chunks in a local directory.
 #[derive(Debug)]
@@ -61,19 +63,19 @@ impl FileStore {
         })
     }
 
-    fn path_of(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join(&hex[..2]).join(hex)
+    fn path_of(&self, key: &ChunkKey) -> PathBuf {
+        let hex = key.id.to_hex();
+        self.root.join(&hex[..2]).join(key.to_string())
     }
 }
 
 impl ChunkStore for FileStore {
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+    fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
         let dest = self.path_of(id);
         let dir = dest.parent().expect("chunk path has a parent");
         let tmp = self
             .tmp
-            .join(format!("{}.{}", id.to_hex(), uuid::Uuid::new_v4().simple()));
+            .join(format!("{id}.{}", uuid::Uuid::new_v4().simple()));
         let write = || -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
@@ -98,11 +100,11 @@ impl ChunkStore for FileStore {
         self.dirty
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.0[0]);
+            .insert(id.id.0[0]);
         Ok(())
     }
 
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+    fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
         let p = self.path_of(id);
         fs::read(&p).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -113,7 +115,7 @@ impl ChunkStore for FileStore {
         })
     }
 
-    fn size(&self, id: &ChunkId) -> Result<Option<u64>> {
+    fn size(&self, id: &ChunkKey) -> Result<Option<u64>> {
         let p = self.path_of(id);
         match fs::metadata(&p) {
             Ok(m) => Ok(Some(m.len())),
@@ -122,7 +124,7 @@ impl ChunkStore for FileStore {
         }
     }
 
-    fn delete(&self, id: &ChunkId) -> Result<()> {
+    fn delete(&self, id: &ChunkKey) -> Result<()> {
         let p = self.path_of(id);
         match fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &p)(e)),
@@ -130,9 +132,9 @@ impl ChunkStore for FileStore {
         }
     }
 
-    fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
+    fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>> {
         let mut out = Vec::new();
-        let first = after.map_or(0, |a| a.0[0]);
+        let first = after.map_or(0, |a| a.id.0[0]);
         for prefix in first..=255u8 {
             let dir = self.root.join(format!("{prefix:02x}"));
             let rd = match fs::read_dir(&dir) {
@@ -140,21 +142,36 @@ impl ChunkStore for FileStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("list", &dir)(e)),
             };
-            let mut ids: Vec<ChunkId> = Vec::new();
+            let mut objects: Vec<StoredObject> = Vec::new();
             for e in rd {
                 let e = e.map_err(io_err("list", &dir))?;
-                if let Some(id) = e
+                let Some(key) = e
                     .file_name()
                     .to_str()
-                    .and_then(|n| n.parse::<ChunkId>().ok())
-                    && after.is_none_or(|a| id > *a)
-                {
-                    ids.push(id);
-                }
+                    .and_then(|n| n.parse::<ChunkKey>().ok())
+                    .filter(|k| after.is_none_or(|a| k > a))
+                else {
+                    continue;
+                };
+                let meta = match e.metadata() {
+                    Ok(m) => m,
+                    // Deleted since the listing began.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io_err("stat", &e.path())(err)),
+                };
+                objects.push(StoredObject {
+                    key,
+                    size: meta.len(),
+                    modified_ms: meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_millis() as i64),
+                });
             }
-            ids.sort_unstable();
-            for id in ids {
-                out.push(id);
+            objects.sort_unstable_by_key(|o| o.key);
+            for o in objects {
+                out.push(o);
                 if out.len() == limit {
                     return Ok(out);
                 }

@@ -1,4 +1,5 @@
-//! Chunk stores: where chunk bytes live, keyed by [`ChunkId`].
+//! Chunk stores: where chunk bytes live, keyed by [`ChunkKey`] (a chunk id
+//! and a generation, `docs/gc.md`).
 //!
 //! A store is immutable and content-addressed: `put` of an id that exists
 //! writes the same bytes again, so every call is idempotent and safe to
@@ -25,7 +26,7 @@ pub use strata_core::Transient;
 use std::io;
 use std::path::PathBuf;
 
-use strata_core::ChunkId;
+pub use strata_core::ChunkKey;
 
 /// A result with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -43,7 +44,7 @@ pub enum StoreError {
     },
     /// The chunk is not in the store.
     #[error("chunk {0} is missing from the chunk store")]
-    NotFound(ChunkId),
+    NotFound(ChunkKey),
     /// The local file system failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -65,6 +66,18 @@ impl StoreError {
     }
 }
 
+/// One object a store listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its key.
+    pub key: ChunkKey,
+    /// Its stored size in bytes.
+    pub size: u64,
+    /// When it was last written (ms since the epoch); scrub's grace period
+    /// for objects no catalog row names counts from here.
+    pub modified_ms: i64,
+}
+
 /// Where chunk bytes live.
 pub trait ChunkStore: Send + Sync {
     /// Stores `data` under `id`, replacing nothing that differs (ids are
@@ -73,31 +86,32 @@ pub trait ChunkStore: Send + Sync {
     ///
     /// # Errors
     /// When the backend fails (a full disk, say).
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()>;
+    fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()>;
 
     /// The stored bytes of `id`.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when absent, or a backend error.
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
+    fn get(&self, id: &ChunkKey) -> Result<Vec<u8>>;
 
     /// The stored size of `id`, `None` when absent.
     ///
     /// # Errors
     /// When the backend fails.
-    fn size(&self, id: &ChunkId) -> Result<Option<u64>>;
+    fn size(&self, id: &ChunkKey) -> Result<Option<u64>>;
 
     /// Removes `id`; removing an absent chunk is not an error.
     ///
     /// # Errors
     /// When the backend fails.
-    fn delete(&self, id: &ChunkId) -> Result<()>;
+    fn delete(&self, id: &ChunkKey) -> Result<()>;
 
-    /// Up to `limit` ids greater than `after` (all when `None`), in id order.
+    /// Up to `limit` objects with keys greater than `after` (all when
+    /// `None`), in key order.
     ///
     /// # Errors
     /// When the backend fails.
-    fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>>;
+    fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>>;
 
     /// Makes every chunk put so far durable.
     ///

@@ -10,11 +10,11 @@
 //! of our own rather than backon's: backon's jitter adds `U(0, delay)` to
 //! the delay instead, and its defaults bring in an async runtime.
 
-use strata_core::ChunkId;
+use strata_core::ChunkKey;
 pub use strata_core::RetryPolicy;
 use strata_core::retry::Transient;
 
-use crate::{ChunkStore, Result, StoreError};
+use crate::{ChunkStore, Result, StoreError, StoredObject};
 
 /// A store whose calls are retried under a [`RetryPolicy`].
 #[derive(Debug)]
@@ -31,19 +31,19 @@ impl<S: ChunkStore> RetryingStore<S> {
 }
 
 impl<S: ChunkStore> ChunkStore for RetryingStore<S> {
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+    fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
         self.policy.run("put", || self.inner.put(id, data))
     }
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+    fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
         self.policy.run("get", || self.inner.get(id))
     }
-    fn size(&self, id: &ChunkId) -> Result<Option<u64>> {
+    fn size(&self, id: &ChunkKey) -> Result<Option<u64>> {
         self.policy.run("size", || self.inner.size(id))
     }
-    fn delete(&self, id: &ChunkId) -> Result<()> {
+    fn delete(&self, id: &ChunkKey) -> Result<()> {
         self.policy.run("delete", || self.inner.delete(id))
     }
-    fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
+    fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>> {
         self.policy
             .run("list", || self.inner.list_page(after, limit))
     }
@@ -56,19 +56,19 @@ impl<S: ChunkStore> ChunkStore for RetryingStore<S> {
 }
 
 impl<S: ChunkStore + ?Sized> ChunkStore for Box<S> {
-    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+    fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
         (**self).put(id, data)
     }
-    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+    fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
         (**self).get(id)
     }
-    fn size(&self, id: &ChunkId) -> Result<Option<u64>> {
+    fn size(&self, id: &ChunkKey) -> Result<Option<u64>> {
         (**self).size(id)
     }
-    fn delete(&self, id: &ChunkId) -> Result<()> {
+    fn delete(&self, id: &ChunkKey) -> Result<()> {
         (**self).delete(id)
     }
-    fn list_page(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>> {
+    fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>> {
         (**self).list_page(after, limit)
     }
     fn flush(&self) -> Result<()> {

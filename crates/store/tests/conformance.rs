@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use strata_core::ChunkId;
+use strata_core::{ChunkId, ChunkKey};
 
 use strata_store::Transient;
 use strata_store::{
@@ -10,25 +10,35 @@ use strata_store::{
 };
 
 fn conformance(store: &dyn ChunkStore) {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let a = b"alpha".to_vec();
-    let ia = ChunkId::of(&a);
+    let ia = ChunkKey::from(ChunkId::of(&a));
     assert!(matches!(store.get(&ia), Err(StoreError::NotFound(id)) if id == ia));
     assert_eq!(store.size(&ia).unwrap(), None);
     store.put(&ia, &a).unwrap();
     store.put(&ia, &a).unwrap(); // idempotent
     assert_eq!(store.get(&ia).unwrap(), a);
     assert_eq!(store.size(&ia).unwrap(), Some(5));
+    // Another generation of the same chunk is another object.
+    let ia2 = ChunkKey::new(ia.id, 2);
+    assert_eq!(store.size(&ia2).unwrap(), None);
+    store.put(&ia2, b"alpha, again").unwrap();
+    assert_eq!(store.get(&ia).unwrap(), a);
+    assert_eq!(store.get(&ia2).unwrap(), b"alpha, again");
 
-    let mut ids = vec![ia];
+    let mut keys = vec![ia, ia2];
     for i in 0..300u32 {
         let d = i.to_le_bytes().repeat(3);
-        let id = ChunkId::of(&d);
-        store.put(&id, &d).unwrap();
-        ids.push(id);
+        let key = ChunkKey::new(ChunkId::of(&d), i % 3);
+        store.put(&key, &d).unwrap();
+        keys.push(key);
     }
     store.flush().unwrap();
-    ids.sort();
-    // Paging returns every id once, in order.
+    keys.sort();
+    // Paging returns every key once, in order, with its size and time.
     let mut seen = Vec::new();
     let mut after = None;
     loop {
@@ -37,15 +47,23 @@ fn conformance(store: &dyn ChunkStore) {
             break;
         }
         assert!(page.len() <= 17);
-        after = page.last().copied();
-        seen.extend(page);
+        after = page.last().map(|o| o.key);
+        for o in &page {
+            assert_eq!(Some(o.size), store.size(&o.key).unwrap());
+            assert!(
+                o.modified_ms >= started - 2_000,
+                "{o:?} is older than the test"
+            );
+        }
+        seen.extend(page.into_iter().map(|o| o.key));
     }
-    assert_eq!(seen, ids);
+    assert_eq!(seen, keys);
 
     store.delete(&ia).unwrap();
     store.delete(&ia).unwrap(); // deleting an absent chunk is fine
     assert!(matches!(store.get(&ia), Err(StoreError::NotFound(_))));
-    assert_eq!(store.list_page(None, 1000).unwrap().len(), 300);
+    assert_eq!(store.get(&ia2).unwrap(), b"alpha, again");
+    assert_eq!(store.list_page(None, 1000).unwrap().len(), 301);
 }
 
 #[test]
@@ -86,7 +104,9 @@ fn retried_store_behaves_under_30_percent_faults() {
 #[test]
 fn faults_without_retries_surface_as_transient() {
     let store = FaultyStore::new(MemoryStore::new(), 1.0, 1);
-    let err = store.put(&ChunkId::of(b"x"), b"x").unwrap_err();
+    let err = store
+        .put(&ChunkKey::from(ChunkId::of(b"x")), b"x")
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert_eq!(store.injected(), 1);
 }
@@ -94,7 +114,9 @@ fn faults_without_retries_surface_as_transient() {
 #[test]
 fn retries_give_up_after_max_attempts() {
     let store = RetryingStore::new(FaultyStore::new(MemoryStore::new(), 1.0, 1), fast());
-    let err = store.put(&ChunkId::of(b"x"), b"x").unwrap_err();
+    let err = store
+        .put(&ChunkKey::from(ChunkId::of(b"x")), b"x")
+        .unwrap_err();
     assert!(err.is_transient());
 }
 
@@ -102,20 +124,24 @@ fn retries_give_up_after_max_attempts() {
 struct Counting(std::sync::Arc<AtomicU32>);
 
 impl ChunkStore for Counting {
-    fn put(&self, _: &ChunkId, _: &[u8]) -> strata_store::Result<()> {
+    fn put(&self, _: &ChunkKey, _: &[u8]) -> strata_store::Result<()> {
         Ok(())
     }
-    fn get(&self, id: &ChunkId) -> strata_store::Result<Vec<u8>> {
+    fn get(&self, id: &ChunkKey) -> strata_store::Result<Vec<u8>> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Err(StoreError::NotFound(*id))
     }
-    fn size(&self, _: &ChunkId) -> strata_store::Result<Option<u64>> {
+    fn size(&self, _: &ChunkKey) -> strata_store::Result<Option<u64>> {
         Ok(None)
     }
-    fn delete(&self, _: &ChunkId) -> strata_store::Result<()> {
+    fn delete(&self, _: &ChunkKey) -> strata_store::Result<()> {
         Ok(())
     }
-    fn list_page(&self, _: Option<&ChunkId>, _: usize) -> strata_store::Result<Vec<ChunkId>> {
+    fn list_page(
+        &self,
+        _: Option<&ChunkKey>,
+        _: usize,
+    ) -> strata_store::Result<Vec<strata_store::StoredObject>> {
         Ok(Vec::new())
     }
     fn flush(&self) -> strata_store::Result<()> {
@@ -131,7 +157,7 @@ fn permanent_errors_are_not_retried() {
     let calls = std::sync::Arc::new(AtomicU32::new(0));
     let store = RetryingStore::new(Counting(calls.clone()), fast());
     assert!(matches!(
-        store.get(&ChunkId::of(b"x")),
+        store.get(&ChunkKey::from(ChunkId::of(b"x"))),
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(

@@ -6,5 +6,6 @@ pub mod projects;
 pub mod restore;
 pub mod retention;
 pub mod save;
+pub mod scrub;
 pub mod streams;
 pub mod trim;
