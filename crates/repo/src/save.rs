@@ -288,7 +288,12 @@ fn pick_project(
                 .map(|n| n.to_string_lossy().into_owned())
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "root".into());
-            if repo.catalog.project_by_name(&name)?.is_some() {
+            if let Some(p) = repo.catalog.project_by_name(&name)? {
+                // An empty project holds nothing a save could clash with:
+                // a first save killed after creating it, say.
+                if repo.catalog.streams(p.id)?.is_empty() {
+                    return Ok((p, false));
+                }
                 return Err(Error::Input(format!(
                     "a project named {name:?} already exists and {} is not known to hold it; \
                      pass --project {name} to save this directory into it, or --project OTHER-NAME",

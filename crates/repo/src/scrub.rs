@@ -278,6 +278,7 @@ fn drain_doomed(repo: &Repository, owner: &str, page: u32, report: &mut ScrubRep
         after = Some(last.key);
         let now = repo.clock.now_ms();
         let (mut forget, mut retire) = (Vec::new(), Vec::new());
+        let mut failed = None;
         for d in &doomed {
             if d.scrub.is_empty() {
                 if d.since_ms < now - TOMBSTONE_KEEP_MS {
@@ -285,7 +286,10 @@ fn drain_doomed(repo: &Repository, owner: &str, page: u32, report: &mut ScrubRep
                 }
                 continue;
             }
-            repo.store.delete(&d.key)?;
+            if let Err(e) = repo.store.delete(&d.key) {
+                failed = Some(e);
+                break;
+            }
             report.deleted += 1;
             report.freed_bytes += d.stored_len;
             if d.scrub == owner {
@@ -294,7 +298,12 @@ fn drain_doomed(repo: &Repository, owner: &str, page: u32, report: &mut ScrubRep
                 retire.push(d.key);
             }
         }
+        // Record what was deleted even when a delete failed, so a resumed
+        // scrub neither repeats nor recounts it.
         cat.undoom(&forget)?;
         cat.retire_doomed(&retire)?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
     }
 }

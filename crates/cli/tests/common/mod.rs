@@ -56,6 +56,25 @@ impl Env {
             .expect("a saved event")
     }
 
+    /// The summary line of a `--json` command that succeeds.
+    pub fn summary(&self, args: &[&str]) -> Value {
+        self.json(args)
+            .into_iter()
+            .rfind(|v| v["type"] == "summary")
+            .expect("a summary line")
+    }
+
+    /// Asserts that the store holds exactly the chunks committed streams
+    /// name: `check --read-data` is clean and sees no object without a
+    /// catalog row, and a dry-run scrub with no grace would delete nothing.
+    pub fn assert_no_garbage(&self, context: &str) {
+        let check = self.summary(&["check", "--read-data"]);
+        assert_eq!(check["problems"], 0, "{context}: {check}");
+        assert_eq!(check["unreferenced_in_store"], 0, "{context}: {check}");
+        let dry = self.summary(&["scrub", "--dry-run", "--grace", "0"]);
+        assert_eq!(dry["deleted"], 0, "{context}: {dry}");
+    }
+
     /// The path of some chunk file of the repository.
     pub fn a_chunk_file(&self) -> PathBuf {
         let chunks = self.path("repo/chunks");
