@@ -1,0 +1,166 @@
+//! Saves of several projects, trims and scrubs (no grace) run concurrently
+//! as real `strata` processes for a bounded time; then every retained
+//! snapshot restores exactly the tree it saved, `check --read-data` is
+//! clean, and a final scrub leaves no garbage.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Env;
+use strata_testing::tree::{self, Node};
+
+const PROJECTS: usize = 3;
+const RUN_FOR: Duration = Duration::from_secs(20);
+
+type Trees = BTreeMap<String, BTreeMap<String, Node>>;
+
+#[test]
+fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
+    let env = Env::new();
+    env.cmd().arg("projects").assert().success();
+    // Short chains, so trims have streams to delete and scrubs garbage.
+    let cfg = fs::read_to_string(env.path("repo/strata.toml")).unwrap();
+    let mut cfg: toml::Table = toml::from_str(&cfg).unwrap();
+    cfg.insert(
+        "rebase".into(),
+        toml::Value::Table(toml::from_str("max-incrementals = 2").unwrap()),
+    );
+    fs::write(env.path("repo/strata.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+
+    let saved: Mutex<BTreeMap<String, Trees>> = Mutex::new(BTreeMap::new());
+    let stop = AtomicBool::new(false);
+    let (trims, scrubs, deleted) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for n in 0..PROJECTS {
+            let (env, saved, stop) = (&env, &saved, &stop);
+            s.spawn(move || {
+                let name = format!("proj{n}");
+                let p = env.path(&name);
+                fs::create_dir(&p).unwrap();
+                tree::sample_tree(&p);
+                let mut round = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    // Each round replaces a sizeable file (old content turns
+                    // into garbage once trimmed) and adds a small one.
+                    fs::write(
+                        p.join("data.bin"),
+                        tree::content(1_500_000 + round, (n * 64 + round) as u8),
+                    )
+                    .unwrap();
+                    fs::write(
+                        p.join(format!("note-{round}.txt")),
+                        format!("{name} {round}\n"),
+                    )
+                    .unwrap();
+                    if round >= 2 {
+                        let _ = fs::remove_file(p.join(format!("note-{}.txt", round - 2)));
+                    }
+                    let ev = env.save(&p, &[]);
+                    let snap = ev["snapshot"].as_str().unwrap().to_string();
+                    saved
+                        .lock()
+                        .unwrap()
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(snap, tree::capture(&p));
+                    if round == 0 {
+                        env.cmd()
+                            .args(["retention", &name, "--keep-last", "2", "--keep-hourly", "0"])
+                            .args([
+                                "--keep-daily",
+                                "0",
+                                "--keep-weekly",
+                                "0",
+                                "--keep-monthly",
+                                "0",
+                            ])
+                            .assert()
+                            .success();
+                    }
+                    round += 1;
+                }
+            });
+        }
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                env.cmd().args(["trim", "--all"]).assert().success();
+                trims.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let out = env
+                    .cmd()
+                    .args(["--json", "scrub", "--grace", "0"])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "scrub failed: {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let summary: serde_json::Value =
+                    serde_json::from_str(text.lines().last().unwrap()).unwrap();
+                deleted.fetch_add(summary["deleted"].as_u64().unwrap(), Ordering::SeqCst);
+                scrubs.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        while started.elapsed() < RUN_FOR {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let saved = saved.into_inner().unwrap();
+    let saves: usize = saved.values().map(BTreeMap::len).sum();
+    eprintln!(
+        "{saves} saves, {} trims, {} scrubs deleting {} objects",
+        trims.load(Ordering::SeqCst),
+        scrubs.load(Ordering::SeqCst),
+        deleted.load(Ordering::SeqCst)
+    );
+    assert!(saves >= PROJECTS * 3, "only {saves} saves ran");
+    assert!(scrubs.load(Ordering::SeqCst) >= 3);
+    assert!(
+        deleted.load(Ordering::SeqCst) > 0,
+        "the scrubs never deleted anything: the test raced nothing"
+    );
+
+    // Every snapshot the catalog still has restores exactly.
+    let mut restored = 0;
+    for (name, trees) in &saved {
+        let listed: Vec<String> = env
+            .json(&["streams", name])
+            .into_iter()
+            .filter(|v| v["type"] == "stream")
+            .map(|v| v["end"].as_str().unwrap().to_string())
+            .collect();
+        assert!(listed.len() >= 2, "{name}: {listed:?}");
+        for snap in &listed {
+            let want = trees
+                .get(snap)
+                .unwrap_or_else(|| panic!("{name}: unknown snapshot {snap}"));
+            let t = env.path(&format!("r-{name}-{snap}"));
+            env.cmd()
+                .args(["restore", name, t.to_str().unwrap(), "--snapshot", snap])
+                .assert()
+                .success();
+            tree::assert_same(want, &tree::capture(&t), snap);
+            fs::remove_dir_all(&t).unwrap();
+            restored += 1;
+        }
+    }
+    eprintln!("{restored} retained snapshots restored exactly");
+    let check = env.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
+    env.cmd().args(["scrub", "--grace", "0"]).assert().success();
+    env.assert_no_garbage("after the stress run");
+}
