@@ -122,11 +122,13 @@ macro_rules! forward_catalog {
         fn doomed_page(&self, after: Option<&ChunkKey>, limit: u32) -> Result<Vec<Doomed>> {
             self.via("doomed_page", || self.inner.doomed_page(after, limit))
         }
-        fn retire_doomed(&self, keys: &[ChunkKey]) -> Result<()> {
-            self.via("retire_doomed", || self.inner.retire_doomed(keys))
+        fn retire_doomed(&self, keys: &[ChunkKey], now_ms: i64) -> Result<()> {
+            self.via("retire_doomed", || self.inner.retire_doomed(keys, now_ms))
         }
-        fn undoom(&self, keys: &[ChunkKey]) -> Result<()> {
-            self.via("undoom", || self.inner.undoom(keys))
+        fn forget_tombstones(&self, before_ms: i64) -> Result<u64> {
+            self.via("forget_tombstones", || {
+                self.inner.forget_tombstones(before_ms)
+            })
         }
         fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>> {
             self.via("streams", || self.inner.streams(project))

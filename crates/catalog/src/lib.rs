@@ -52,6 +52,12 @@ pub enum CatalogError {
         "save {0} outlived its intent (scrub expired it, or it was ended); nothing was committed, save again"
     )]
     SaveGone(SaveId),
+    /// The snapshot an incremental starts from is no longer in the
+    /// catalog (a trim deleted its stream while the save ran).
+    #[error(
+        "the snapshot {0} this save started from was deleted (trimmed) while it ran; nothing was committed, save again"
+    )]
+    BaseGone(SnapshotId),
     /// Another scrub holds the scrub lease.
     #[error("another scrub ({owner}) is running, its lease ends at {expires_ms} ms")]
     LeaseHeld {
@@ -278,7 +284,9 @@ pub trait Catalog: Send + Sync {
     ///
     /// # Errors
     /// [`CatalogError::SaveGone`] when the save's record is gone (its
-    /// intents may not have protected what it reuses); backend failures.
+    /// intents may not have protected what it reuses);
+    /// [`CatalogError::BaseGone`] when an incremental's start snapshot is no
+    /// longer the end of a stream of the project; backend failures.
     /// Nothing is committed then.
     fn commit_stream(
         &self,
@@ -358,8 +366,8 @@ pub trait Catalog: Send + Sync {
     /// gets one (at `now_ms`) if it had none; an unreferenced row marked at
     /// or before `now_ms - grace_ms` is doomed: deleted and recorded in the
     /// doomed table under `scrub`. Stores `checkpoint_key = last id` in the
-    /// same transaction. Fails unless `scrub` holds the scrub lease. A dry
-    /// run writes nothing and reports what would happen.
+    /// same transaction (as `rows:<hex>`). Fails unless `scrub` holds the
+    /// scrub lease. A dry run writes nothing and reports what would happen.
     ///
     /// # Errors
     /// [`CatalogError::LeaseLost`]; backend failures.
@@ -378,7 +386,8 @@ pub trait Catalog: Send + Sync {
     /// Dooms the store objects of `candidates` (with their sizes) that no
     /// chunk row names with that generation and no live intent names by
     /// id, in one transaction; returns those doomed (in a dry run, those
-    /// that would be). Fails unless `scrub` holds the scrub lease.
+    /// that would be). A tombstone of the same key is doomed anew (the
+    /// object came back). Fails unless `scrub` holds the scrub lease.
     ///
     /// # Errors
     /// [`CatalogError::LeaseLost`]; backend failures.
@@ -390,25 +399,28 @@ pub trait Catalog: Send + Sync {
         dry_run: bool,
     ) -> Result<Vec<ChunkKey>>;
 
-    /// Up to `limit` doomed objects with keys above `after`, by key.
+    /// Up to `limit` doomed objects with keys above `after`, by key, that
+    /// still wait for their delete (tombstones are not listed).
     ///
     /// # Errors
     /// When the backend fails.
     fn doomed_page(&self, after: Option<&ChunkKey>, limit: u32) -> Result<Vec<Doomed>>;
 
-    /// Marks doomed objects whose deletes returned as tombstones (their
-    /// `scrub` becomes empty): kept a while longer so saves still avoid
-    /// their keys, see `docs/gc.md`.
+    /// Turns doomed objects whose deletes returned into tombstones (their
+    /// `scrub` becomes empty, `since_ms` becomes `now_ms`): saves keep
+    /// avoiding their keys until [`Catalog::forget_tombstones`], so a
+    /// delete of the same key still in flight elsewhere cannot meet a new
+    /// upload (`docs/gc.md`).
     ///
     /// # Errors
     /// When the backend fails.
-    fn retire_doomed(&self, keys: &[ChunkKey]) -> Result<()>;
+    fn retire_doomed(&self, keys: &[ChunkKey], now_ms: i64) -> Result<()>;
 
-    /// Forgets doomed objects whose deletes returned.
+    /// Forgets tombstones retired before `before_ms`; returns how many.
     ///
     /// # Errors
     /// When the backend fails.
-    fn undoom(&self, keys: &[ChunkKey]) -> Result<()>;
+    fn forget_tombstones(&self, before_ms: i64) -> Result<u64>;
 
     /// Sets (or with `None` clears) a repository-wide value.
     ///

@@ -93,6 +93,7 @@ CREATE TABLE doomed (
     stored_len INTEGER NOT NULL,
     PRIMARY KEY (chunk, generation)
 ) WITHOUT ROWID;
+CREATE INDEX doomed_live ON doomed(chunk, generation) WHERE scrub <> '';
 CREATE TABLE leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -534,6 +535,16 @@ impl Catalog for SqliteCatalog {
         if !save_exists(&tx, save)? {
             return Err(CatalogError::SaveGone(save));
         }
+        // An incremental needs its start: a trim running beside the save
+        // may have deleted the stream that ends there.
+        if let Some(start) = &s.start {
+            let there = tx
+                .prepare_cached("SELECT 1 FROM streams WHERE project = ?1 AND end_snap = ?2")?
+                .exists(params![s.project.to_string(), start.to_string()])?;
+            if !there {
+                return Err(CatalogError::BaseGone(start.clone()));
+            }
+        }
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO chunks (id, generation, len, stored_len, created_ms)
@@ -867,7 +878,7 @@ impl Catalog for SqliteCatalog {
                 tx.execute(
                     "INSERT INTO repo (key, value) VALUES (?1, ?2)
                      ON CONFLICT(key) DO UPDATE SET value = ?2",
-                    params![checkpoint_key, last.to_hex()],
+                    params![checkpoint_key, format!("rows:{}", last.to_hex())],
                 )?;
             }
         }
@@ -897,9 +908,12 @@ impl Catalog for SqliteCatalog {
                 tx.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1 AND generation = ?2")?;
             let mut intended =
                 tx.prepare_cached("SELECT 1 FROM intents WHERE chunk = ?1 LIMIT 1")?;
+            // A tombstone's key may hold an object again (a late upload of
+            // a save that expired meanwhile): doom it anew.
             let mut doom = tx.prepare_cached(
-                "INSERT OR IGNORE INTO doomed (chunk, generation, scrub, since_ms, stored_len)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO doomed (chunk, generation, scrub, since_ms, stored_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(chunk, generation) DO UPDATE SET scrub = ?3, since_ms = ?4, stored_len = ?5",
             )?;
             for (key, size) in candidates {
                 let id = &key.id.0[..];
@@ -920,7 +934,8 @@ impl Catalog for SqliteCatalog {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
             "SELECT chunk, generation, scrub, since_ms, stored_len FROM doomed
-             WHERE (chunk, generation) > (?1, ?2) ORDER BY chunk, generation LIMIT ?3",
+             WHERE scrub <> '' AND (chunk, generation) > (?1, ?2)
+             ORDER BY chunk, generation LIMIT ?3",
         )?;
         let (id, generation): (&[u8], i64) =
             after.map_or((&[], -1), |k| (&k.id.0[..], i64::from(k.generation)));
@@ -945,32 +960,25 @@ impl Catalog for SqliteCatalog {
         .collect()
     }
 
-    fn retire_doomed(&self, keys: &[ChunkKey]) -> Result<()> {
+    fn retire_doomed(&self, keys: &[ChunkKey], now_ms: i64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut st = tx.prepare_cached(
-                "UPDATE doomed SET scrub = '' WHERE chunk = ?1 AND generation = ?2",
+                "UPDATE doomed SET scrub = '', since_ms = ?3 WHERE chunk = ?1 AND generation = ?2",
             )?;
             for k in keys {
-                st.execute(params![&k.id.0[..], k.generation])?;
+                st.execute(params![&k.id.0[..], k.generation, now_ms])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
-    fn undoom(&self, keys: &[ChunkKey]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut st =
-                tx.prepare_cached("DELETE FROM doomed WHERE chunk = ?1 AND generation = ?2")?;
-            for k in keys {
-                st.execute(params![&k.id.0[..], k.generation])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    fn forget_tombstones(&self, before_ms: i64) -> Result<u64> {
+        Ok(self.conn().execute(
+            "DELETE FROM doomed WHERE scrub = '' AND since_ms < ?1",
+            params![before_ms],
+        )? as u64)
     }
 }

@@ -197,7 +197,10 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
         (3, 2, 1, 0)
     );
     let last = page.last.unwrap();
-    assert_eq!(cat.repo_value("cp").unwrap(), Some(last.to_hex()));
+    assert_eq!(
+        cat.repo_value("cp").unwrap(),
+        Some(format!("rows:{}", last.to_hex()))
+    );
     assert!(
         cat.scrub_rows("s1", Some(&last), 100, 10_000, 1_000, "cp", false)
             .unwrap()
@@ -266,15 +269,45 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
         .map(|d| d.key)
         .collect();
     assert_eq!(keys.len(), 2);
-    // Paging, and tombstones.
+    // Paging, and tombstones: a retired entry is no longer listed, but a
+    // save still avoids its key until it is forgotten.
     assert_eq!(cat.doomed_page(Some(&keys[0]), 10).unwrap().len(), 1);
     assert!(cat.doomed_page(Some(&keys[1]), 10).unwrap().is_empty());
-    cat.retire_doomed(&keys[..1]).unwrap();
-    let page = cat.doomed_page(None, 10).unwrap();
-    assert_eq!((page[0].scrub.as_str(), page[1].scrub.as_str()), ("", "s1"));
-    cat.undoom(&keys).unwrap();
-    cat.undoom(&keys).unwrap(); // again: harmless
+    cat.retire_doomed(&keys, 12_000).unwrap();
+    cat.retire_doomed(&keys, 12_000).unwrap(); // again: harmless
     assert!(cat.doomed_page(None, 10).unwrap().is_empty());
+    let probe = begin(cat, 1_000_000);
+    assert_eq!(
+        cat.claim_chunks(probe, &[orphan]).unwrap(),
+        vec![ChunkLookup::Upload { generation: 1 }]
+    );
+    cat.end_save(probe).unwrap();
+    // A tombstone's key that holds an object again is doomed anew.
+    assert_eq!(
+        cat.doom_orphans("s1", &[(ChunkKey::from(orphan), 9)], 12_500, false)
+            .unwrap(),
+        vec![ChunkKey::from(orphan)]
+    );
+    let again = cat.doomed_page(None, 10).unwrap();
+    assert_eq!(
+        (again.len(), again[0].scrub.as_str(), again[0].stored_len),
+        (1, "s1", 9)
+    );
+    cat.retire_doomed(&[again[0].key], 12_600).unwrap();
+    // Tombstones are forgotten by retirement time.
+    if exact {
+        assert_eq!(cat.forget_tombstones(12_100).unwrap(), 1);
+    }
+    assert_eq!(
+        cat.claim_chunks(b, &[orphan]).unwrap(),
+        vec![ChunkLookup::Upload { generation: 1 }],
+        "the re-armed tombstone still stands"
+    );
+    cat.forget_tombstones(12_601).unwrap();
+    assert_eq!(
+        cat.claim_chunks(b, &[orphan]).unwrap(),
+        vec![ChunkLookup::Upload { generation: 0 }]
+    );
 
     // a commits, reusing chunks[0] and chunks[1] and adding `fresh`; the
     // commit clears the marks and the manifest reads back generations.
@@ -296,6 +329,26 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
         .scrub_rows("s1", None, 100, 12_000, 0, "cp", false)
         .unwrap();
     assert_eq!((page.scanned, page.referenced, page.doomed), (4, 4, 0));
+
+    // An incremental whose start was deleted meanwhile (a trim) fails.
+    let sa2 = stream(
+        project,
+        Some(SnapshotId::new(5000, 1)),
+        SnapshotId::new(5500, 1),
+        3,
+    );
+    let gone = stream(
+        project,
+        Some(SnapshotId::new(4321, 1)),
+        SnapshotId::new(5600, 1),
+        3,
+    );
+    let f = begin(cat, 1_000_000);
+    assert!(matches!(
+        cat.commit_stream(f, &gone, &[], &[]),
+        Err(CatalogError::BaseGone(s)) if s == SnapshotId::new(4321, 1)
+    ));
+    cat.commit_stream(f, &sa2, &[], &[]).unwrap();
 
     // A commit after the save ended, or naming a chunk nobody stored, fails.
     let c = begin(cat, 1_000_000);

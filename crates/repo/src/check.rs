@@ -194,6 +194,10 @@ pub fn check(
                 if let Some(s) = s.filter(|s| s.key == c.key()) {
                     store.pop();
                     check_chunk(repo, opts, &c, s.size, &mut report, &mut found)?;
+                } else if let Some(size) = repo.store.size(&c.key())? {
+                    // Stored after the listing read its directory (a save
+                    // committed meanwhile).
+                    check_chunk(repo, opts, &c, size, &mut report, &mut found)?;
                 } else {
                     let streams = named_streams(repo, &c.id)?;
                     found(

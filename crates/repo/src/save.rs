@@ -66,6 +66,18 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
+/// Who runs a save, as its catalog record names it: this host's name and
+/// its pid namespace (`host pidns:INODE`), so scrub judges a save's process
+/// dead only from the same host and namespace (containers may share a
+/// host name).
+pub fn save_host() -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self/ns/pid") {
+        Ok(m) => format!("{} pidns:{}", hostname(), m.ino()),
+        Err(_) => hostname(),
+    }
+}
+
 /// Saves the directory `dir` into `repo`.
 ///
 /// # Errors
@@ -150,7 +162,7 @@ pub fn save(
     let ttl_ms = SAVE_TTL.as_millis() as i64;
     repo.catalog.begin_save(&SaveRecord {
         id: save_id,
-        host: hostname(),
+        host: save_host(),
         pid,
         process_start: process_start(pid).unwrap_or(0),
         started_ms: now,

@@ -26,7 +26,7 @@ use strata_store::StoredObject;
 use crate::error::{Error, Result};
 use crate::liveness::{SCRUB_LEASE_TTL, is_alive, with_heartbeat};
 use crate::repository::Repository;
-use crate::save::hostname;
+use crate::save::{hostname, save_host};
 
 /// Settings for [`scrub`].
 #[derive(Debug, Clone, Copy)]
@@ -54,14 +54,13 @@ impl Default for ScrubOptions {
 /// trim still finds its chunks.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
-/// How long another scrub's doomed entries are kept as tombstones after
-/// their objects are deleted again (see `docs/gc.md`: a scrub that lost its
-/// lease may still have a delete in flight).
+/// How long a tombstone (a doomed entry whose object was deleted) is kept
+/// after its delete returned, so saves avoid its key meanwhile (see
+/// `docs/gc.md`: a scrub that was stopped may still have a delete in
+/// flight).
 const TOMBSTONE_KEEP_MS: i64 = 24 * 3600 * 1000;
 
-const ROWS_CHECKPOINT: &str = "scrub.rows-after";
-const OBJECTS_CHECKPOINT: &str = "scrub.objects-after";
-const DONE: &str = "done";
+const CHECKPOINT: &str = "scrub.checkpoint";
 
 /// What a scrub did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,6 +133,7 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
         dry_run: opts.dry_run,
         ..ScrubReport::default()
     };
+    let mut fence = Fence::new(repo, owner);
 
     // 1. Deletes an interrupted scrub began.
     if opts.dry_run {
@@ -142,18 +142,16 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
             let page = cat.doomed_page(after.as_ref(), opts.page)?;
             let Some(last) = page.last() else { break };
             after = Some(last.key);
-            for d in page.iter().filter(|d| !d.scrub.is_empty()) {
-                report.deleted += 1;
-                report.freed_bytes += d.stored_len;
-            }
+            report.deleted += page.len() as u64;
+            report.freed_bytes += page.iter().map(|d| d.stored_len).sum::<u64>();
         }
     } else {
-        drain_doomed(repo, owner, opts.page, &mut report)?;
+        drain_doomed(repo, &mut fence, opts.page, &mut report)?;
     }
 
     // 2. Saves that died.
     let now = repo.clock.now_ms();
-    let this_host = hostname();
+    let this_host = save_host();
     for s in cat.saves()? {
         let dead = s.expires_ms < now || (s.host == this_host && !is_alive(s.pid, s.process_start));
         if !dead {
@@ -169,27 +167,33 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
         report.expired_saves.push(s);
     }
 
-    // 3. Catalog rows.
-    let rows_from = if opts.dry_run {
+    // Where an interrupted scrub stopped: `rows:<id>` inside the rows
+    // pass, `objects` between the passes, `objects:<key>` inside the
+    // objects pass. One key, so every move is one write.
+    let checkpoint = if opts.dry_run {
         None
     } else {
-        cat.repo_value(ROWS_CHECKPOINT)?
+        cat.repo_value(CHECKPOINT)?
     };
-    let objects_from = if opts.dry_run {
-        None
-    } else {
-        cat.repo_value(OBJECTS_CHECKPOINT)?
+    report.resumed = checkpoint.is_some();
+    let bad = |e: strata_core::IdError| {
+        Error::Input(format!("the scrub checkpoint {CHECKPOINT} is invalid: {e}"))
     };
-    report.resumed = rows_from.is_some() || objects_from.is_some();
-    if rows_from.as_deref() != Some(DONE) {
-        let mut after: Option<ChunkId> = match rows_from {
-            Some(hex) => Some(hex.parse().map_err(|e| {
-                Error::Input(format!(
-                    "the scrub checkpoint {ROWS_CHECKPOINT} is invalid: {e}"
-                ))
-            })?),
-            None => None,
+    let (rows_from, objects_from): (Option<Option<ChunkId>>, Option<ChunkKey>) =
+        match checkpoint.as_deref() {
+            None => (Some(None), None),
+            Some(c) if c.starts_with("rows:") => (Some(Some(c[5..].parse().map_err(bad)?)), None),
+            Some("objects") => (None, None),
+            Some(c) if c.starts_with("objects:") => (None, Some(c[8..].parse().map_err(bad)?)),
+            Some(c) => {
+                return Err(Error::Input(format!(
+                    "the scrub checkpoint {CHECKPOINT} is invalid: {c:?}"
+                )));
+            }
         };
+
+    // 3. Catalog rows.
+    if let Some(mut after) = rows_from {
         loop {
             let now = repo.clock.now_ms();
             let page = cat.scrub_rows(
@@ -198,7 +202,7 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
                 opts.page,
                 now,
                 grace_ms,
-                ROWS_CHECKPOINT,
+                CHECKPOINT,
                 opts.dry_run,
             )?;
             let Some(last) = page.last else { break };
@@ -209,24 +213,20 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
             if opts.dry_run {
                 report.deleted += page.doomed;
                 report.freed_bytes += page.doomed_bytes;
-            } else if page.doomed > 0 {
-                drain_doomed(repo, owner, opts.page, &mut report)?;
+            } else {
+                // Whatever the page reports (a retried page whose first
+                // attempt committed reports nothing doomed), the doomed
+                // table says what to delete.
+                drain_doomed(repo, &mut fence, opts.page, &mut report)?;
             }
         }
         if !opts.dry_run {
-            cat.set_repo_value(ROWS_CHECKPOINT, Some(DONE))?;
+            cat.set_repo_value(CHECKPOINT, Some("objects"))?;
         }
     }
 
     // 4. Store objects no row names.
-    let mut after: Option<ChunkKey> = match objects_from {
-        Some(text) => Some(text.parse().map_err(|e| {
-            Error::Input(format!(
-                "the scrub checkpoint {OBJECTS_CHECKPOINT} is invalid: {e}"
-            ))
-        })?),
-        None => None,
-    };
+    let mut after = objects_from;
     loop {
         let objects = repo.store.list_page(after.as_ref(), opts.page as usize)?;
         let Some(last) = objects.last() else { break };
@@ -249,61 +249,105 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
                 .map(|(_, size)| size)
                 .sum::<u64>();
         } else {
-            if !doomed.is_empty() {
-                drain_doomed(repo, owner, opts.page, &mut report)?;
-            }
-            cat.set_repo_value(OBJECTS_CHECKPOINT, Some(&last.key.to_string()))?;
+            drain_doomed(repo, &mut fence, opts.page, &mut report)?;
+            cat.set_repo_value(CHECKPOINT, Some(&format!("objects:{}", last.key)))?;
         }
     }
     if !opts.dry_run {
-        cat.set_repo_value(ROWS_CHECKPOINT, None)?;
-        cat.set_repo_value(OBJECTS_CHECKPOINT, None)?;
+        cat.set_repo_value(CHECKPOINT, None)?;
+        cat.forget_tombstones(repo.clock.now_ms() - TOMBSTONE_KEEP_MS)?;
     }
     Ok(report)
 }
 
-/// Deletes every doomed object, then forgets this scrub's entries. The
-/// entries of another scrub (one that died or lost its lease) become
-/// tombstones once their objects are deleted, and are forgotten after a
-/// day: a delete that scrub may still have in flight cannot then meet a
-/// new upload under the same key, since saves avoid doomed keys.
-fn drain_doomed(repo: &Repository, owner: &str, page: u32, report: &mut ScrubReport) -> Result<()> {
-    let cat = repo.catalog.as_ref();
-    let mut after: Option<ChunkKey> = None;
-    loop {
-        let doomed = cat.doomed_page(after.as_ref(), page)?;
-        let Some(last) = doomed.last() else {
+/// Stops a scrub from deleting once it may have lost its lease: before
+/// every delete, the lease must have been confirmed in the catalog within
+/// a third of its lifetime, timed by the boot-time clock (which keeps
+/// counting while the process is stopped or the machine sleeps).
+struct Fence<'a> {
+    repo: &'a Repository,
+    owner: &'a str,
+    confirmed: Option<Duration>,
+}
+
+fn boot_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+impl<'a> Fence<'a> {
+    fn new(repo: &'a Repository, owner: &'a str) -> Self {
+        Self {
+            repo,
+            owner,
+            confirmed: None,
+        }
+    }
+
+    /// Ok when this scrub may delete now.
+    fn check(&mut self) -> Result<()> {
+        let fresh = self
+            .confirmed
+            .is_some_and(|at| boot_time().saturating_sub(at) < SCRUB_LEASE_TTL / 3);
+        if fresh {
             return Ok(());
-        };
-        after = Some(last.key);
-        let now = repo.clock.now_ms();
-        let (mut forget, mut retire) = (Vec::new(), Vec::new());
+        }
+        let before = boot_time();
+        let now = self.repo.clock.now_ms();
+        let ttl_ms = SCRUB_LEASE_TTL.as_millis() as i64;
+        match self
+            .repo
+            .catalog
+            .acquire_lease(SCRUB_LEASE, self.owner, now, now + ttl_ms)
+        {
+            Ok(()) => {
+                self.confirmed = Some(before);
+                Ok(())
+            }
+            Err(CatalogError::LeaseHeld { owner, .. }) => Err(Error::Input(format!(
+                "this scrub lost its lease to {owner} (it was stopped or too slow); stopped before deleting more"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Deletes every doomed object (this scrub's, or one an interrupted scrub
+/// left) and retires its entry to a tombstone; saves keep avoiding a
+/// tombstone's key for a day, so a delete of it still in flight in a scrub
+/// that was stopped cannot meet a new upload under that key.
+fn drain_doomed(
+    repo: &Repository,
+    fence: &mut Fence<'_>,
+    page: u32,
+    report: &mut ScrubReport,
+) -> Result<()> {
+    let cat = repo.catalog.as_ref();
+    loop {
+        // Retired entries leave the listing, so the first page is the next.
+        let doomed = cat.doomed_page(None, page)?;
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut retire = Vec::with_capacity(doomed.len());
         let mut failed = None;
         for d in &doomed {
-            if d.scrub.is_empty() {
-                if d.since_ms < now - TOMBSTONE_KEEP_MS {
-                    forget.push(d.key);
-                }
-                continue;
-            }
-            if let Err(e) = repo.store.delete(&d.key) {
+            if let Err(e) = fence
+                .check()
+                .and_then(|()| repo.store.delete(&d.key).map_err(Error::from))
+            {
                 failed = Some(e);
                 break;
             }
             report.deleted += 1;
             report.freed_bytes += d.stored_len;
-            if d.scrub == owner {
-                forget.push(d.key);
-            } else {
-                retire.push(d.key);
-            }
+            retire.push(d.key);
         }
         // Record what was deleted even when a delete failed, so a resumed
         // scrub neither repeats nor recounts it.
-        cat.undoom(&forget)?;
-        cat.retire_doomed(&retire)?;
+        cat.retire_doomed(&retire, repo.clock.now_ms())?;
         if let Some(e) = failed {
-            return Err(e.into());
+            return Err(e);
         }
     }
 }

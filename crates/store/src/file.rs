@@ -25,6 +25,8 @@ pub struct FileStore {
     root: PathBuf,
     tmp: PathBuf,
     dirty: Mutex<BTreeSet<u8>>,
+    /// The sorted keys of the prefix directory a listing is in.
+    listing: Mutex<Option<(u8, std::sync::Arc<Vec<ChunkKey>>)>>,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -60,7 +62,40 @@ impl FileStore {
             root,
             tmp,
             dirty: Mutex::new(BTreeSet::new()),
+            listing: Mutex::new(None),
         })
+    }
+
+    /// The sorted keys in directory `prefix`. A listing reads each prefix
+    /// directory once and keeps its keys (36 bytes each, 1/256 of the
+    /// store) for the pages that follow; `fresh` forces a new read (a new
+    /// listing, or the next directory).
+    fn prefix_keys(&self, prefix: u8, fresh: bool) -> Result<std::sync::Arc<Vec<ChunkKey>>> {
+        let mut cache = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if !fresh
+            && let Some((p, keys)) = cache.as_ref()
+            && *p == prefix
+        {
+            return Ok(keys.clone());
+        }
+        let dir = self.root.join(format!("{prefix:02x}"));
+        let mut keys: Vec<ChunkKey> = Vec::new();
+        match fs::read_dir(&dir) {
+            Ok(rd) => {
+                for e in rd {
+                    let e = e.map_err(io_err("list", &dir))?;
+                    if let Some(key) = e.file_name().to_str().and_then(|n| n.parse().ok()) {
+                        keys.push(key);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("list", &dir)(e)),
+        }
+        keys.sort_unstable();
+        let keys = std::sync::Arc::new(keys);
+        *cache = Some((prefix, keys.clone()));
+        Ok(keys)
     }
 
     fn path_of(&self, key: &ChunkKey) -> PathBuf {
@@ -136,31 +171,18 @@ impl ChunkStore for FileStore {
         let mut out = Vec::new();
         let first = after.map_or(0, |a| a.id.0[0]);
         for prefix in first..=255u8 {
-            let dir = self.root.join(format!("{prefix:02x}"));
-            let rd = match fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("list", &dir)(e)),
-            };
-            let mut objects: Vec<StoredObject> = Vec::new();
-            for e in rd {
-                let e = e.map_err(io_err("list", &dir))?;
-                let Some(key) = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<ChunkKey>().ok())
-                    .filter(|k| after.is_none_or(|a| k > a))
-                else {
-                    continue;
-                };
-                let meta = match e.metadata() {
+            let keys = self.prefix_keys(prefix, after.is_none() || prefix != first)?;
+            let start = after.map_or(0, |a| keys.partition_point(|k| k <= a));
+            for key in &keys[start..] {
+                let path = self.path_of(key);
+                let meta = match fs::metadata(&path) {
                     Ok(m) => m,
-                    // Deleted since the listing began.
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(io_err("stat", &e.path())(err)),
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("stat", &path)(e)),
                 };
-                objects.push(StoredObject {
-                    key,
+                out.push(StoredObject {
+                    key: *key,
                     size: meta.len(),
                     modified_ms: meta
                         .modified()
@@ -168,10 +190,6 @@ impl ChunkStore for FileStore {
                         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                         .map_or(0, |d| d.as_millis() as i64),
                 });
-            }
-            objects.sort_unstable_by_key(|o| o.key);
-            for o in objects {
-                out.push(o);
                 if out.len() == limit {
                     return Ok(out);
                 }
