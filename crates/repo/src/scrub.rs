@@ -268,6 +268,8 @@ struct Fence<'a> {
     repo: &'a Repository,
     owner: &'a str,
     confirmed: Option<Duration>,
+    /// How old a confirmation may be (a third of the lease).
+    fresh_for: Duration,
 }
 
 fn boot_time() -> Duration {
@@ -281,6 +283,7 @@ impl<'a> Fence<'a> {
             repo,
             owner,
             confirmed: None,
+            fresh_for: SCRUB_LEASE_TTL / 3,
         }
     }
 
@@ -288,7 +291,7 @@ impl<'a> Fence<'a> {
     fn check(&mut self) -> Result<()> {
         let fresh = self
             .confirmed
-            .is_some_and(|at| boot_time().saturating_sub(at) < SCRUB_LEASE_TTL / 3);
+            .is_some_and(|at| boot_time().saturating_sub(at) < self.fresh_for);
         if fresh {
             return Ok(());
         }
@@ -349,5 +352,32 @@ fn drain_doomed(
         if let Some(e) = failed {
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_stops_a_scrub_that_lost_its_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_or_create(&dir.path().join("repo"), &|_| {}).unwrap();
+        let now = repo.clock.now_ms();
+        repo.catalog
+            .acquire_lease(SCRUB_LEASE, "a", now, now + 1_000)
+            .unwrap();
+        let mut fence = Fence::new(&repo, "a");
+        fence.check().unwrap();
+        assert!(fence.confirmed.is_some());
+        // Fresh: no catalog call (a thief's lease would not be noticed yet).
+        fence.check().unwrap();
+        // "a" stalls past its lease; "b" takes it over.
+        repo.catalog
+            .acquire_lease(SCRUB_LEASE, "b", now + 2_000_000, now + 4_000_000)
+            .unwrap();
+        fence.fresh_for = Duration::ZERO;
+        let err = fence.check().unwrap_err();
+        assert!(err.to_string().contains("lost its lease to b"), "{err}");
     }
 }
