@@ -244,6 +244,17 @@ fn check_lease(tx: &Transaction<'_>, scrub: &str) -> Result<()> {
     }
 }
 
+/// A transaction of scrub's: a read-only one for a dry run, else a write
+/// transaction that fails unless `scrub` holds the scrub lease.
+fn scrub_tx<'c>(conn: &'c mut Connection, scrub: &str, dry_run: bool) -> Result<Transaction<'c>> {
+    if dry_run {
+        return Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    check_lease(&tx, scrub)?;
+    Ok(tx)
+}
+
 fn save_exists(tx: &Transaction<'_>, save: SaveId) -> Result<bool> {
     Ok(tx
         .prepare_cached("SELECT 1 FROM saves WHERE id = ?1")?
@@ -813,14 +824,7 @@ impl Catalog for SqliteCatalog {
         dry_run: bool,
     ) -> Result<RowsPage> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(if dry_run {
-            rusqlite::TransactionBehavior::Deferred
-        } else {
-            rusqlite::TransactionBehavior::Immediate
-        })?;
-        if !dry_run {
-            check_lease(&tx, scrub)?;
-        }
+        let tx = scrub_tx(&mut conn, scrub, dry_run)?;
         let mut page = RowsPage::default();
         {
             let mut rows = tx.prepare_cached(
@@ -894,14 +898,7 @@ impl Catalog for SqliteCatalog {
         dry_run: bool,
     ) -> Result<Vec<ChunkKey>> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(if dry_run {
-            rusqlite::TransactionBehavior::Deferred
-        } else {
-            rusqlite::TransactionBehavior::Immediate
-        })?;
-        if !dry_run {
-            check_lease(&tx, scrub)?;
-        }
+        let tx = scrub_tx(&mut conn, scrub, dry_run)?;
         let mut out = Vec::new();
         {
             let mut row =

@@ -19,16 +19,6 @@ fn listed(env: &Env, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-fn restore_matches(env: &Env, snap: &str, expected: &BTreeMap<String, Node>) {
-    let t = env.path(&format!("check-{snap}"));
-    env.cmd()
-        .args(["restore", "proj", t.to_str().unwrap(), "--snapshot", snap])
-        .assert()
-        .success();
-    tree::assert_same(expected, &tree::capture(&t), snap);
-    fs::remove_dir_all(&t).unwrap();
-}
-
 fn edit(dir: &Path, round: usize) {
     fs::write(
         dir.join(format!("round-{round}.txt")),
@@ -49,19 +39,7 @@ fn edit(dir: &Path, round: usize) {
 fn saves_rebases_forks_trims_and_restores() {
     let env = Env::new();
     // A repository that rebases after 3 incrementals.
-    fs::create_dir_all(env.path("repo")).unwrap();
-    let mut cfg: toml::Table = toml::from_str(
-        &fs::read_to_string(env.path("repo/strata.toml")).unwrap_or_else(|_| {
-            env.cmd().args(["projects"]).assert().success();
-            fs::read_to_string(env.path("repo/strata.toml")).unwrap()
-        }),
-    )
-    .unwrap();
-    cfg.insert(
-        "rebase".into(),
-        toml::from_str("max-incrementals = 3").unwrap(),
-    );
-    fs::write(env.path("repo/strata.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    env.configure("rebase", "max-incrementals = 3");
 
     let src = env.path("proj");
     fs::create_dir(&src).unwrap();
@@ -143,8 +121,8 @@ fn saves_rebases_forks_trims_and_restores() {
         &tree::capture(&newest),
         "head",
     );
-    restore_matches(
-        &env,
+    env.restore_matches(
+        "proj",
         sa["snapshot"].as_str().unwrap(),
         &captures[sa["snapshot"].as_str().unwrap()],
     );
@@ -197,10 +175,10 @@ fn saves_rebases_forks_trims_and_restores() {
     assert!(retained.contains(&sb["snapshot"].as_str().unwrap().to_string()));
     assert!(retained.len() >= 3);
     for snap in &retained {
-        restore_matches(&env, snap, &captures[snap]);
+        env.restore_matches("proj", snap, &captures[snap]);
     }
-    restore_matches(
-        &env,
+    env.restore_matches(
+        "proj",
         sa["snapshot"].as_str().unwrap(),
         &captures[sa["snapshot"].as_str().unwrap()],
     );
@@ -239,6 +217,6 @@ fn saves_rebases_forks_trims_and_restores() {
         .assert()
         .code(2);
     for snap in &retained {
-        restore_matches(&env, snap, &captures[snap]);
+        env.restore_matches("proj", snap, &captures[snap]);
     }
 }

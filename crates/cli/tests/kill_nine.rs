@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Env;
@@ -48,7 +47,6 @@ fn killed_saves_never_leave_a_broken_repository() {
         rng ^= rng << 17;
         rng % n
     };
-    let bin = assert_cmd::cargo::cargo_bin("strata");
     let mut killed = 0;
     let (mut scrubbed, mut expired) = (0u64, 0u64);
     for round in 0..50u64 {
@@ -72,15 +70,7 @@ fn killed_saves_never_leave_a_broken_repository() {
         std::thread::sleep(Duration::from_millis(60));
         let capture = tree::capture(&p);
         let before = snapshots(&env).len();
-        let mut child = std::process::Command::new(&bin)
-            .args(["--quiet", "save"])
-            .arg(&p)
-            .env("STRATA_REPO", env.path("repo"))
-            .env("STRATA_STATE_DIR", env.path("state"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn(&["save".as_ref(), p.as_os_str()]);
         let started = Instant::now();
         let at = Duration::from_micros(next(typical.as_micros() as u64 + 1));
         std::thread::sleep(at);

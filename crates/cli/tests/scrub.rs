@@ -5,7 +5,6 @@
 mod common;
 
 use std::fs;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Env;
@@ -25,28 +24,11 @@ fn chunk_files(env: &Env) -> Vec<String> {
     out
 }
 
-fn restore_matches(env: &Env, snap: &str, want: &std::collections::BTreeMap<String, tree::Node>) {
-    let t = env.path(&format!("r-{snap}"));
-    env.cmd()
-        .args(["restore", "proj", t.to_str().unwrap(), "--snapshot", snap])
-        .assert()
-        .success();
-    tree::assert_same(want, &tree::capture(&t), snap);
-    fs::remove_dir_all(&t).unwrap();
-}
-
 #[test]
 fn scrub_after_a_trim_frees_what_no_retained_snapshot_needs() {
     let env = Env::new();
-    env.cmd().arg("projects").assert().success();
     // Rebase after one incremental, so old streams become trimmable.
-    let cfg = fs::read_to_string(env.path("repo/strata.toml")).unwrap();
-    let mut cfg: toml::Table = toml::from_str(&cfg).unwrap();
-    cfg.insert(
-        "rebase".into(),
-        toml::Value::Table(toml::from_str("max-incrementals = 1").unwrap()),
-    );
-    fs::write(env.path("repo/strata.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    env.configure("rebase", "max-incrementals = 1");
 
     let p = env.path("proj");
     fs::create_dir(&p).unwrap();
@@ -97,7 +79,7 @@ fn scrub_after_a_trim_frees_what_no_retained_snapshot_needs() {
         "nothing that was not there came back"
     );
     // The retained snapshot restores, and nothing unreferenced is left.
-    restore_matches(&env, &head, &want);
+    env.restore_matches("proj", &head, &want);
     env.assert_no_garbage("after scrub --grace 0");
     // A second scrub finds nothing to do.
     let s = env.summary(&["scrub", "--grace", "0"]);
@@ -139,15 +121,7 @@ fn what_a_killed_save_uploaded_is_deleted_once_its_process_is_gone() {
         )
         .unwrap();
     }
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
-        .args(["--quiet", "save"])
-        .arg(&other)
-        .env("STRATA_REPO", env.path("repo"))
-        .env("STRATA_STATE_DIR", env.path("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(&["save".as_ref(), other.as_os_str()]);
     let started = Instant::now();
     while chunk_files(&env).len() < committed + 3 {
         assert!(
@@ -182,7 +156,7 @@ fn what_a_killed_save_uploaded_is_deleted_once_its_process_is_gone() {
     assert_eq!(s["deleted"].as_u64().unwrap() as usize, orphans, "{s}");
     assert_eq!(chunk_files(&env).len(), committed);
     env.assert_no_garbage("after the killed save was scrubbed");
-    restore_matches(&env, &snap, &want);
+    env.restore_matches("proj", &snap, &want);
     // The directory the killed save was reading saves fine afterwards.
     env.save(&other, &[]);
     env.assert_no_garbage("after saving the other directory");

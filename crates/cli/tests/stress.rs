@@ -22,15 +22,8 @@ type Trees = BTreeMap<String, BTreeMap<String, Node>>;
 #[test]
 fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
     let env = Env::new();
-    env.cmd().arg("projects").assert().success();
     // Short chains, so trims have streams to delete and scrubs garbage.
-    let cfg = fs::read_to_string(env.path("repo/strata.toml")).unwrap();
-    let mut cfg: toml::Table = toml::from_str(&cfg).unwrap();
-    cfg.insert(
-        "rebase".into(),
-        toml::Value::Table(toml::from_str("max-incrementals = 2").unwrap()),
-    );
-    fs::write(env.path("repo/strata.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    env.configure("rebase", "max-incrementals = 2");
 
     let saved: Mutex<BTreeMap<String, Trees>> = Mutex::new(BTreeMap::new());
     let stop = AtomicBool::new(false);
@@ -148,13 +141,7 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
             let want = trees
                 .get(snap)
                 .unwrap_or_else(|| panic!("{name}: unknown snapshot {snap}"));
-            let t = env.path(&format!("r-{name}-{snap}"));
-            env.cmd()
-                .args(["restore", name, t.to_str().unwrap(), "--snapshot", snap])
-                .assert()
-                .success();
-            tree::assert_same(want, &tree::capture(&t), snap);
-            fs::remove_dir_all(&t).unwrap();
+            env.restore_matches(name, snap, want);
             restored += 1;
         }
     }

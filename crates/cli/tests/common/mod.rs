@@ -2,11 +2,14 @@
 //! with its own repository and state, and the `strata` binary run in it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
+use strata_testing::tree::{self, Node};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -54,6 +57,50 @@ impl Env {
             .into_iter()
             .find(|v| v["event"] == "saved")
             .expect("a saved event")
+    }
+
+    /// Sets `[section]` of the repository's strata.toml (creating the
+    /// repository first if needed) to the TOML `body`.
+    pub fn configure(&self, section: &str, body: &str) {
+        let path = self.path("repo/strata.toml");
+        if !path.exists() {
+            self.cmd().arg("projects").assert().success();
+        }
+        let mut cfg: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg.insert(
+            section.into(),
+            toml::Value::Table(toml::from_str(body).unwrap()),
+        );
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    }
+
+    /// Starts `strata --quiet ARGS` in this environment without waiting
+    /// (to be killed, say).
+    pub fn spawn(&self, args: &[&std::ffi::OsStr]) -> Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+            .arg("--quiet")
+            .args(args)
+            .env("STRATA_REPO", self.path("repo"))
+            .env("STRATA_STATE_DIR", self.path("state"))
+            .env_remove("STRATA_CHUNKS")
+            .env_remove("STRATA_CATALOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Restores `snap` of `project` into a fresh directory, asserts it is
+    /// exactly `want`, and removes it.
+    pub fn restore_matches(&self, project: &str, snap: &str, want: &BTreeMap<String, Node>) {
+        let t = self.path(&format!("check-{project}-{snap}"));
+        self.cmd()
+            .args(["restore", project, t.to_str().unwrap(), "--snapshot", snap])
+            .assert()
+            .success();
+        tree::assert_same(want, &tree::capture(&t), snap);
+        std::fs::remove_dir_all(&t).unwrap();
     }
 
     /// The summary line of a `--json` command that succeeds.
