@@ -77,6 +77,25 @@ macro_rules! forward_catalog {
                 self.inner.acquire_lease(name, owner, now_ms, expires_ms)
             })
         }
+        fn renew_lease(
+            &self,
+            name: &str,
+            owner: &str,
+            now_ms: i64,
+            expires_ms: i64,
+        ) -> Result<bool> {
+            self.via("renew_lease", || {
+                self.inner.renew_lease(name, owner, now_ms, expires_ms)
+            })
+        }
+        fn chunk(&self, id: &ChunkId) -> Result<Option<NewChunk>> {
+            self.via("chunk", || self.inner.chunk(id))
+        }
+        fn set_scrub_checkpoint(&self, scrub: &str, key: &str, value: Option<&str>) -> Result<()> {
+            self.via("set_scrub_checkpoint", || {
+                self.inner.set_scrub_checkpoint(scrub, key, value)
+            })
+        }
         fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
             self.via("release_lease", || self.inner.release_lease(name, owner))
         }

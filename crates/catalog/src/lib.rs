@@ -348,6 +348,28 @@ pub trait Catalog: Send + Sync {
     /// [`CatalogError::LeaseHeld`] when someone else holds it.
     fn acquire_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<()>;
 
+    /// Extends the lease `name` to `expires_ms` only if `owner` holds it
+    /// and it has not expired at `now_ms`; false otherwise (it lapsed or
+    /// someone else took it). Unlike [`Catalog::acquire_lease`] it never
+    /// takes a free lease: a holder that may have lost it must stop.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn renew_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<bool>;
+
+    /// The committed chunk row of `id`, if any.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn chunk(&self, id: &ChunkId) -> Result<Option<NewChunk>>;
+
+    /// Sets (or clears) scrub's checkpoint `key`, in a transaction that
+    /// fails unless `scrub` holds the scrub lease.
+    ///
+    /// # Errors
+    /// [`CatalogError::LeaseLost`]; backend failures.
+    fn set_scrub_checkpoint(&self, scrub: &str, key: &str, value: Option<&str>) -> Result<()>;
+
     /// Gives the lease `name` up if `owner` holds it.
     ///
     /// # Errors

@@ -250,9 +250,17 @@ fn scrub_tx<'c>(conn: &'c mut Connection, scrub: &str, dry_run: bool) -> Result<
     if dry_run {
         return Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?);
     }
+    durable(conn)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     check_lease(&tx, scrub)?;
     Ok(tx)
+}
+
+/// Makes sure the next transaction on `conn` is synced on commit: commits
+/// of streams and scrub's dooms must survive a power cut.
+fn durable(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
 }
 
 fn save_exists(tx: &Transaction<'_>, save: SaveId) -> Result<bool> {
@@ -297,13 +305,18 @@ impl SqliteCatalog {
     /// save's host anyway; the commit that follows is `FULL` and syncs
     /// everything before it).
     fn relaxed<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = f(&mut conn);
-        let restored = conn.pragma_update(None, "synchronous", "FULL");
-        let out = r?;
-        restored?;
-        Ok(out)
+        /// Puts `synchronous=FULL` back however `f` ends (a panic too);
+        /// the writes that must be durable also set it themselves
+        /// ([`durable`]), so a failure here cannot weaken them.
+        struct Full<'a>(MutexGuard<'a, Connection>);
+        impl Drop for Full<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.pragma_update(None, "synchronous", "FULL");
+            }
+        }
+        let mut conn = Full(self.conn());
+        conn.0.pragma_update(None, "synchronous", "NORMAL")?;
+        f(&mut conn.0)
     }
 }
 
@@ -523,6 +536,7 @@ impl Catalog for SqliteCatalog {
         new_chunks: &[NewChunk],
     ) -> Result<()> {
         let mut conn = self.conn();
+        durable(&conn)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // A retry of a commit that went through: nothing to do.
         let existing: Option<StreamRow> = tx
@@ -779,6 +793,44 @@ impl Catalog for SqliteCatalog {
              ON CONFLICT(name) DO UPDATE SET owner = ?2, expires_ms = ?3",
             params![name, owner, expires_ms],
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn renew_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE leases SET expires_ms = ?4 WHERE name = ?1 AND owner = ?2 AND expires_ms >= ?3",
+            params![name, owner, now_ms, expires_ms],
+        )? == 1)
+    }
+
+    fn chunk(&self, id: &ChunkId) -> Result<Option<NewChunk>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare_cached("SELECT len, stored_len, generation FROM chunks WHERE id = ?1")?;
+        Ok(st
+            .query_row(params![&id.0[..]], |r| {
+                Ok(NewChunk {
+                    id: *id,
+                    len: r.get(0)?,
+                    stored_len: r.get(1)?,
+                    generation: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn set_scrub_checkpoint(&self, scrub: &str, key: &str, value: Option<&str>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = scrub_tx(&mut conn, scrub, false)?;
+        match value {
+            Some(v) => tx.execute(
+                "INSERT INTO repo (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, v],
+            )?,
+            None => tx.execute("DELETE FROM repo WHERE key = ?1", params![key])?,
+        };
         tx.commit()?;
         Ok(())
     }

@@ -178,6 +178,24 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
         .unwrap();
     cat.acquire_lease(SCRUB_LEASE, "s1", 10_000, 20_000)
         .unwrap(); // renewal
+    // Renewing never takes a lease: only its live holder extends it.
+    assert!(cat.renew_lease(SCRUB_LEASE, "s1", 10_000, 20_000).unwrap());
+    assert!(!cat.renew_lease(SCRUB_LEASE, "s2", 10_000, 30_000).unwrap());
+    assert!(
+        !cat.renew_lease(SCRUB_LEASE, "s1", 20_001, 40_000).unwrap(),
+        "it lapsed"
+    );
+    assert!(!cat.renew_lease("nobody-holds-this", "s1", 0, 1).unwrap());
+    // Scrub's checkpoints are written only by the lease's holder.
+    assert!(matches!(
+        cat.set_scrub_checkpoint("s2", "cp2", Some("objects")),
+        Err(CatalogError::LeaseLost(o)) if o == "s1"
+    ));
+    cat.set_scrub_checkpoint("s1", "cp2", Some("objects"))
+        .unwrap();
+    assert_eq!(cat.repo_value("cp2").unwrap().as_deref(), Some("objects"));
+    cat.set_scrub_checkpoint("s1", "cp2", None).unwrap();
+    assert_eq!(cat.repo_value("cp2").unwrap(), None);
     assert!(matches!(
         cat.acquire_lease(SCRUB_LEASE, "s2", 10_000, 30_000),
         Err(CatalogError::LeaseHeld { owner, .. }) if owner == "s1"
@@ -329,6 +347,11 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
         .scrub_rows("s1", None, 100, 12_000, 0, "cp", false)
         .unwrap();
     assert_eq!((page.scanned, page.referenced, page.doomed), (4, 4, 0));
+    assert_eq!(
+        cat.chunk(&chunks[2]).unwrap().map(|c| c.key()),
+        Some(ChunkKey::new(chunks[2], 1))
+    );
+    assert_eq!(cat.chunk(&orphan).unwrap(), None);
 
     // An incremental whose start was deleted meanwhile (a trim) fails.
     let sa2 = stream(

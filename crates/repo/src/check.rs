@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use strata_catalog::NewChunk;
 use strata_core::{ChunkId, ChunkKey, ProjectId, StreamId};
-use strata_store::StoredObject;
+use strata_store::{StoreError, StoredObject};
 
 use crate::error::Result;
 use crate::repository::Repository;
@@ -198,6 +198,9 @@ pub fn check(
                     // Stored after the listing read its directory (a save
                     // committed meanwhile).
                     check_chunk(repo, opts, &c, size, &mut report, &mut found)?;
+                } else if !still_committed(repo, &c)? {
+                    // A scrub running beside this check doomed the row and
+                    // deleted the object after the catalog page was read.
                 } else {
                     let streams = named_streams(repo, &c.id)?;
                     found(
@@ -253,7 +256,29 @@ fn check_chunk(
     if !sampled(&c.id, percent) {
         return Ok(());
     }
-    let bytes = repo.store.get(&c.key())?;
+    let bytes = match repo.store.get(&c.key()) {
+        Ok(b) => b,
+        // Deleted by a scrub after the row was read: nothing to check.
+        Err(StoreError::NotFound(_)) if !still_committed(repo, c)? => return Ok(()),
+        Err(StoreError::NotFound(_)) => {
+            let streams = named_streams(repo, &c.id)?;
+            found(
+                report,
+                Problem {
+                    kind: ProblemKind::MissingChunk,
+                    message: format!(
+                        "chunk {} is missing from the chunk store ({})",
+                        c.key(),
+                        describe(&streams)
+                    ),
+                    streams,
+                    chunk: Some(c.id),
+                },
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     report.chunks_read += 1;
     report.bytes_read += bytes.len() as u64;
     let why = match strata_chunk::decode(&c.id, &bytes) {
@@ -277,6 +302,14 @@ fn check_chunk(
         },
     );
     Ok(())
+}
+
+/// True when the catalog still has `c`'s row, under the same generation.
+fn still_committed(repo: &Repository, c: &NewChunk) -> Result<bool> {
+    Ok(repo
+        .catalog
+        .chunk(&c.id)?
+        .is_some_and(|now| now.generation == c.generation))
 }
 
 /// The (project name, stream) pairs that use `chunk` (at most 20).

@@ -66,16 +66,22 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
-/// Who runs a save, as its catalog record names it: this host's name and
-/// its pid namespace (`host pidns:INODE`), so scrub judges a save's process
-/// dead only from the same host and namespace (containers may share a
-/// host name).
+/// Who runs a save, as its catalog record names it: this host's name,
+/// boot id and pid namespace (`host boot:ID pidns:INODE`), so scrub judges a
+/// save's process dead only from the same machine, boot and namespace
+/// (containers and cloned machines may share a host name).
 pub fn save_host() -> String {
     use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata("/proc/self/ns/pid") {
-        Ok(m) => format!("{} pidns:{}", hostname(), m.ino()),
-        Err(_) => hostname(),
+    let mut host = hostname();
+    // The boot id tells apart machines that share a host name (the
+    // initial pid namespace has the same inode everywhere).
+    if let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        host.push_str(&format!(" boot:{}", boot.trim()));
     }
+    if let Ok(m) = std::fs::metadata("/proc/self/ns/pid") {
+        host.push_str(&format!(" pidns:{}", m.ino()));
+    }
+    host
 }
 
 /// Saves the directory `dir` into `repo`.
@@ -103,6 +109,18 @@ pub fn save(
     wt.lock(&dir)?;
     let state = wt.load()?;
     let (project, created_project) = pick_project(repo, &dir, state.as_ref(), opts)?;
+    if created_project {
+        // Bound at once: a first save killed before its commit leaves the
+        // directory holding the project it created, not a name it cannot
+        // save under again.
+        wt.bind(&WorktreeState {
+            path: dir.clone(),
+            repo_id: repo.id.clone(),
+            project_id: project.id.to_string(),
+            project_name: project.name.clone(),
+            snapshot: String::new(),
+        })?;
+    }
 
     // The base: the snapshot the directory's index describes (its header
     // names it; the index rename is what records a save or restore, so a
@@ -300,12 +318,7 @@ fn pick_project(
                 .map(|n| n.to_string_lossy().into_owned())
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "root".into());
-            if let Some(p) = repo.catalog.project_by_name(&name)? {
-                // An empty project holds nothing a save could clash with:
-                // a first save killed after creating it, say.
-                if repo.catalog.streams(p.id)?.is_empty() {
-                    return Ok((p, false));
-                }
+            if repo.catalog.project_by_name(&name)?.is_some() {
                 return Err(Error::Input(format!(
                     "a project named {name:?} already exists and {} is not known to hold it; \
                      pass --project {name} to save this directory into it, or --project OTHER-NAME",

@@ -17,6 +17,7 @@
 //! interrupted scrub resumes where it stopped. Memory holds one page
 //! (1,000 entries) whatever the number of chunks.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use strata_catalog::{CatalogError, SCRUB_LEASE, SaveRecord};
@@ -62,6 +63,9 @@ const TOMBSTONE_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 const CHECKPOINT: &str = "scrub.checkpoint";
 
+/// A scrub whose deletes fail this often stops: the store is not working.
+pub const MAX_FAILED_DELETES: usize = 1000;
+
 /// What a scrub did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScrubReport {
@@ -82,6 +86,11 @@ pub struct ScrubReport {
     pub deleted: u64,
     /// Stored bytes freed (in a dry run: that would be).
     pub freed_bytes: u64,
+    /// Objects whose delete failed; they stay doomed and the next scrub
+    /// tries again (at most [`MAX_FAILED_DELETES`] before scrub stops).
+    pub failed: BTreeSet<ChunkKey>,
+    /// The first of those failures, in words.
+    pub first_failure: Option<String>,
     /// True for a dry run.
     pub dry_run: bool,
 }
@@ -115,10 +124,14 @@ pub fn scrub(repo: &Repository, opts: &ScrubOptions) -> Result<ScrubReport> {
         }
         Err(e) => return Err(e.into()),
     }
+    // Renew only, never re-take: a scrub that lost its lease must stop,
+    // and the fence makes it stop before its next delete.
     let renew = || {
         let now = repo.clock.now_ms();
-        if let Err(e) = cat.acquire_lease(SCRUB_LEASE, &owner, now, now + ttl_ms) {
-            tracing::warn!("renewing the scrub lease: {e}");
+        match cat.renew_lease(SCRUB_LEASE, &owner, now, now + ttl_ms) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the scrub lease lapsed or was taken over"),
+            Err(e) => tracing::warn!("renewing the scrub lease: {e}"),
         }
     };
     let out = with_heartbeat(SCRUB_LEASE_TTL / 3, renew, || run(repo, &owner, opts));
@@ -221,7 +234,7 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
             }
         }
         if !opts.dry_run {
-            cat.set_repo_value(CHECKPOINT, Some("objects"))?;
+            cat.set_scrub_checkpoint(owner, CHECKPOINT, Some("objects"))?;
         }
     }
 
@@ -250,11 +263,11 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
                 .sum::<u64>();
         } else {
             drain_doomed(repo, &mut fence, opts.page, &mut report)?;
-            cat.set_repo_value(CHECKPOINT, Some(&format!("objects:{}", last.key)))?;
+            cat.set_scrub_checkpoint(owner, CHECKPOINT, Some(&format!("objects:{}", last.key)))?;
         }
     }
     if !opts.dry_run {
-        cat.set_repo_value(CHECKPOINT, None)?;
+        cat.set_scrub_checkpoint(owner, CHECKPOINT, None)?;
         cat.forget_tombstones(repo.clock.now_ms() - TOMBSTONE_KEEP_MS)?;
     }
     Ok(report)
@@ -298,19 +311,21 @@ impl<'a> Fence<'a> {
         let before = boot_time();
         let now = self.repo.clock.now_ms();
         let ttl_ms = SCRUB_LEASE_TTL.as_millis() as i64;
-        match self
+        // Renew, never re-take: if the lease lapsed even once, another
+        // scrub may have run meanwhile, so this one stops.
+        if self
             .repo
             .catalog
-            .acquire_lease(SCRUB_LEASE, self.owner, now, now + ttl_ms)
+            .renew_lease(SCRUB_LEASE, self.owner, now, now + ttl_ms)?
         {
-            Ok(()) => {
-                self.confirmed = Some(before);
-                Ok(())
-            }
-            Err(CatalogError::LeaseHeld { owner, .. }) => Err(Error::Input(format!(
-                "this scrub lost its lease to {owner} (it was stopped or too slow); stopped before deleting more"
-            ))),
-            Err(e) => Err(e.into()),
+            self.confirmed = Some(before);
+            Ok(())
+        } else {
+            Err(Error::Input(
+                "this scrub's lease lapsed or was taken over (it was stopped or too slow); \
+                 stopped before deleting more"
+                    .into(),
+            ))
         }
     }
 }
@@ -326,30 +341,54 @@ fn drain_doomed(
     report: &mut ScrubReport,
 ) -> Result<()> {
     let cat = repo.catalog.as_ref();
+    // A cursor, so an object whose delete fails does not stop the others;
+    // it stays doomed, is not tried again in this run, and the next scrub
+    // tries it again.
+    let mut after: Option<ChunkKey> = None;
     loop {
-        // Retired entries leave the listing, so the first page is the next.
-        let doomed = cat.doomed_page(None, page)?;
-        if doomed.is_empty() {
+        let doomed = cat.doomed_page(after.as_ref(), page)?;
+        let Some(last) = doomed.last() else {
             return Ok(());
-        }
+        };
+        after = Some(last.key);
         let mut retire = Vec::with_capacity(doomed.len());
-        let mut failed = None;
+        let mut stop = None;
         for d in &doomed {
-            if let Err(e) = fence
-                .check()
-                .and_then(|()| repo.store.delete(&d.key).map_err(Error::from))
-            {
-                failed = Some(e);
+            if report.failed.contains(&d.key) {
+                continue;
+            }
+            if let Err(e) = fence.check() {
+                stop = Some(e);
                 break;
             }
-            report.deleted += 1;
-            report.freed_bytes += d.stored_len;
-            retire.push(d.key);
+            match repo.store.delete(&d.key) {
+                Ok(()) => {
+                    report.deleted += 1;
+                    report.freed_bytes += d.stored_len;
+                    retire.push(d.key);
+                }
+                Err(e) => {
+                    report.failed.insert(d.key);
+                    report
+                        .first_failure
+                        .get_or_insert_with(|| format!("deleting chunk {}: {e}", d.key));
+                    if report.failed.len() > MAX_FAILED_DELETES {
+                        stop = Some(Error::system(
+                            "scrub",
+                            std::io::Error::other(format!(
+                                "more than {MAX_FAILED_DELETES} deletes failed, stopped; first: {}",
+                                report.first_failure.as_deref().unwrap_or("?")
+                            )),
+                        ));
+                        break;
+                    }
+                }
+            }
         }
-        // Record what was deleted even when a delete failed, so a resumed
-        // scrub neither repeats nor recounts it.
+        // Record what was deleted even when stopping, so a resumed scrub
+        // neither repeats nor recounts it.
         cat.retire_doomed(&retire, repo.clock.now_ms())?;
-        if let Some(e) = failed {
+        if let Some(e) = stop {
             return Err(e);
         }
     }
@@ -378,6 +417,13 @@ mod tests {
             .unwrap();
         fence.fresh_for = Duration::ZERO;
         let err = fence.check().unwrap_err();
-        assert!(err.to_string().contains("lost its lease to b"), "{err}");
+        assert!(
+            err.to_string().contains("lapsed or was taken over"),
+            "{err}"
+        );
+        // Even once "b" has finished and let the lease go, "a" may not take
+        // it back on its own: it stays stopped.
+        repo.catalog.release_lease(SCRUB_LEASE, "b").unwrap();
+        assert!(fence.check().is_err());
     }
 }

@@ -42,7 +42,8 @@ pub struct WorktreeState {
     pub project_id: String,
     /// The project's name when this was written.
     pub project_name: String,
-    /// The snapshot the directory held after the last save or restore.
+    /// The snapshot the directory held after the last save or restore;
+    /// empty when a first save created the project and has not committed.
     pub snapshot: String,
 }
 
@@ -118,6 +119,28 @@ impl Worktree {
             .join(format!("index.{}.tmp", uuid::Uuid::new_v4().simple()))
     }
 
+    /// Records that the directory belongs to `state`'s project before any
+    /// snapshot of it is committed (a first save that created the project),
+    /// so a first save that is killed leaves the directory bound to the
+    /// project it created. Leaves any index alone.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn bind(&self, state: &WorktreeState) -> Result<()> {
+        self.write_state(state)
+    }
+
+    fn write_state(&self, state: &WorktreeState) -> Result<()> {
+        let p = self.dir.join("state.toml");
+        let tmp = self.dir.join("state.toml.tmp");
+        let sys = |what: &Path| {
+            let what = what.display().to_string();
+            move |e| Error::system(format!("write {what}"), e)
+        };
+        fs::write(&tmp, toml::to_string(state).expect("state serialises")).map_err(sys(&tmp))?;
+        fs::rename(&tmp, &p).map_err(sys(&p))
+    }
+
     /// Records `state` with the index at `index_tmp`, replacing what was
     /// recorded (index first, then state, each by rename).
     ///
@@ -129,9 +152,6 @@ impl Worktree {
             move |e| Error::system(format!("write {what}"), e)
         };
         fs::rename(index_tmp, self.index_path()).map_err(sys(&self.index_path()))?;
-        let p = self.dir.join("state.toml");
-        let tmp = self.dir.join("state.toml.tmp");
-        fs::write(&tmp, toml::to_string(state).expect("state serialises")).map_err(sys(&tmp))?;
-        fs::rename(&tmp, &p).map_err(sys(&p))
+        self.write_state(state)
     }
 }

@@ -109,11 +109,13 @@ fn a_second_scrub_is_refused_while_one_holds_the_lease() {
     strata_repo::scrub(&r, &no_grace()).unwrap();
 }
 
-/// A store whose deletes fail for good after `allowed` of them.
+/// A store whose deletes fail for good after `allowed` of them, and whose
+/// listing fails when `listing_broken`.
 struct BreaksAfter {
     inner: FileStore,
     allowed: u32,
     done: AtomicU32,
+    listing_broken: bool,
 }
 
 impl ChunkStore for BreaksAfter {
@@ -141,6 +143,13 @@ impl ChunkStore for BreaksAfter {
         after: Option<&ChunkKey>,
         limit: usize,
     ) -> strata_store::Result<Vec<StoredObject>> {
+        if self.listing_broken {
+            return Err(StoreError::Io {
+                op: "list",
+                path: PathBuf::from("chunks"),
+                source: std::io::Error::other("the listing went away"),
+            });
+        }
         self.inner.list_page(after, limit)
     }
     fn flush(&self) -> strata_store::Result<()> {
@@ -151,8 +160,22 @@ impl ChunkStore for BreaksAfter {
     }
 }
 
+fn sound(
+    r: &Repository,
+    dir: &Path,
+    want: &std::collections::BTreeMap<String, tree::Node>,
+    name: &str,
+) {
+    restores(r, dir, want, name);
+    let report = strata_repo::check(r, &strata_repo::CheckOptions::default(), &mut |p| {
+        panic!("problem ({name}): {}", p.message)
+    })
+    .unwrap();
+    assert_eq!(report.problems, 0);
+}
+
 #[test]
-fn an_interrupted_scrub_leaves_a_sound_repository_and_resumes() {
+fn failed_deletes_stay_doomed_and_the_next_scrub_finishes_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = repo(dir.path());
     let (_, want) = project_with_garbage(&r, dir.path());
@@ -169,37 +192,88 @@ fn an_interrupted_scrub_leaves_a_sound_repository_and_resumes() {
     assert!(dry.deleted >= 4, "{dry:?}");
     assert_eq!(objects(r.store.as_ref()), before);
 
-    // The store fails for good after two deletes: scrub stops with an error.
+    // Deletes fail for good after two: scrub carries on past the failures,
+    // reports them, and leaves those objects doomed.
     let chunks = dir.path().join("repo/chunks");
     r.store = Box::new(BreaksAfter {
         inner: FileStore::open(&chunks).unwrap(),
         allowed: 2,
         done: AtomicU32::new(0),
+        listing_broken: false,
     });
-    let err = strata_repo::scrub(&r, &no_grace()).unwrap_err();
-    assert!(err.to_string().contains("the disk went away"), "{err}");
+    let first = strata_repo::scrub(&r, &no_grace()).unwrap();
+    assert_eq!(first.deleted, 2, "{first:?}");
+    assert_eq!(first.failed.len() as u64, dry.deleted - 2, "{first:?}");
+    assert!(
+        first
+            .first_failure
+            .as_deref()
+            .unwrap()
+            .contains("the disk went away")
+    );
     assert_eq!(objects(r.store.as_ref()).len(), before.len() - 2);
-    // The repository is sound meanwhile: the newest snapshot restores and
-    // check finds nothing wrong.
+    // The repository is sound meanwhile.
     r.store = Box::new(FileStore::open(&chunks).unwrap());
-    restores(&r, dir.path(), &want, "during");
-    let problems = strata_repo::check(&r, &strata_repo::CheckOptions::default(), &mut |p| {
-        panic!("problem after an interrupted scrub: {}", p.message)
-    })
-    .unwrap();
-    assert_eq!(problems.problems, 0);
+    sound(&r, dir.path(), &want, "after failed deletes");
 
-    // Run again, it resumes and finishes: exactly the garbage is gone.
+    // The next scrub deletes exactly the rest.
     let again = strata_repo::scrub(&r, &no_grace()).unwrap();
-    assert!(again.resumed, "{again:?}");
     assert_eq!(again.deleted + 2, dry.deleted, "{again:?}");
+    assert!(again.failed.is_empty());
     assert_eq!(
         objects(r.store.as_ref()).len() as u64,
         before.len() as u64 - dry.deleted
     );
     let last = strata_repo::scrub(&r, &no_grace()).unwrap();
     assert_eq!((last.deleted, last.resumed), (0, false), "{last:?}");
-    restores(&r, dir.path(), &want, "after");
+    sound(&r, dir.path(), &want, "after");
+}
+
+#[test]
+fn an_interrupted_scrub_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = repo(dir.path());
+    let (_, want) = project_with_garbage(&r, dir.path());
+    let dry = strata_repo::scrub(
+        &r,
+        &ScrubOptions {
+            dry_run: true,
+            ..no_grace()
+        },
+    )
+    .unwrap();
+    // The store's listing fails: the rows pass completes, the objects pass
+    // stops with an error, and the checkpoint stays.
+    let chunks = dir.path().join("repo/chunks");
+    r.store = Box::new(BreaksAfter {
+        inner: FileStore::open(&chunks).unwrap(),
+        allowed: u32::MAX,
+        done: AtomicU32::new(0),
+        listing_broken: true,
+    });
+    let err = strata_repo::scrub(&r, &no_grace()).unwrap_err();
+    assert!(err.to_string().contains("the listing went away"), "{err}");
+    assert_eq!(
+        r.catalog.repo_value("scrub.checkpoint").unwrap().as_deref(),
+        Some("objects")
+    );
+    r.store = Box::new(FileStore::open(&chunks).unwrap());
+    sound(&r, dir.path(), &want, "interrupted");
+    // The next run resumes at the objects pass and finishes.
+    let resumed = strata_repo::scrub(&r, &no_grace()).unwrap();
+    assert!(resumed.resumed, "{resumed:?}");
+    assert_eq!(resumed.rows_scanned, 0, "the rows pass was done");
+    assert_eq!(r.catalog.repo_value("scrub.checkpoint").unwrap(), None);
+    let after = strata_repo::scrub(
+        &r,
+        &ScrubOptions {
+            dry_run: true,
+            ..no_grace()
+        },
+    )
+    .unwrap();
+    assert_eq!(after.deleted, 0, "{after:?} (before: {dry:?})");
+    sound(&r, dir.path(), &want, "resumed");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use strata_core::ChunkKey;
@@ -26,7 +26,16 @@ pub struct FileStore {
     tmp: PathBuf,
     dirty: Mutex<BTreeSet<u8>>,
     /// The sorted keys of the prefix directory a listing is in.
-    listing: Mutex<Option<(u8, std::sync::Arc<Vec<ChunkKey>>)>>,
+    listing: Mutex<Option<Listing>>,
+}
+
+/// One prefix directory's keys, as a listing read them.
+#[derive(Debug)]
+struct Listing {
+    prefix: u8,
+    keys: Arc<Vec<ChunkKey>>,
+    /// The key the last page returned from it ended with.
+    ended_at: Option<ChunkKey>,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -68,15 +77,15 @@ impl FileStore {
 
     /// The sorted keys in directory `prefix`. A listing reads each prefix
     /// directory once and keeps its keys (36 bytes each, 1/256 of the
-    /// store) for the pages that follow; `fresh` forces a new read (a new
-    /// listing, or the next directory).
-    fn prefix_keys(&self, prefix: u8, fresh: bool) -> Result<std::sync::Arc<Vec<ChunkKey>>> {
+    /// store) for the pages that follow: the cache is used only when
+    /// `resume` is the key the previous page of that directory ended with.
+    fn prefix_keys(&self, prefix: u8, resume: Option<&ChunkKey>) -> Result<Arc<Vec<ChunkKey>>> {
         let mut cache = self.listing.lock().unwrap_or_else(|p| p.into_inner());
-        if !fresh
-            && let Some((p, keys)) = cache.as_ref()
-            && *p == prefix
+        if let (Some(c), Some(r)) = (cache.as_ref(), resume)
+            && c.prefix == prefix
+            && c.ended_at == Some(*r)
         {
-            return Ok(keys.clone());
+            return Ok(c.keys.clone());
         }
         let dir = self.root.join(format!("{prefix:02x}"));
         let mut keys: Vec<ChunkKey> = Vec::new();
@@ -93,9 +102,23 @@ impl FileStore {
             Err(e) => return Err(io_err("list", &dir)(e)),
         }
         keys.sort_unstable();
-        let keys = std::sync::Arc::new(keys);
-        *cache = Some((prefix, keys.clone()));
+        let keys = Arc::new(keys);
+        *cache = Some(Listing {
+            prefix,
+            keys: keys.clone(),
+            ended_at: None,
+        });
         Ok(keys)
+    }
+
+    /// Notes that a page ended at `key` in directory `prefix`.
+    fn listed_up_to(&self, prefix: u8, key: ChunkKey) {
+        let mut cache = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_mut()
+            && c.prefix == prefix
+        {
+            c.ended_at = Some(key);
+        }
     }
 
     fn path_of(&self, key: &ChunkKey) -> PathBuf {
@@ -171,7 +194,10 @@ impl ChunkStore for FileStore {
         let mut out = Vec::new();
         let first = after.map_or(0, |a| a.id.0[0]);
         for prefix in first..=255u8 {
-            let keys = self.prefix_keys(prefix, after.is_none() || prefix != first)?;
+            // Continue from the cached directory only when this call picks up
+            // exactly where the listing that read it stopped.
+            let resume = if prefix == first { after } else { None };
+            let keys = self.prefix_keys(prefix, resume)?;
             let start = after.map_or(0, |a| keys.partition_point(|k| k <= a));
             for key in &keys[start..] {
                 let path = self.path_of(key);
@@ -191,6 +217,7 @@ impl ChunkStore for FileStore {
                         .map_or(0, |d| d.as_millis() as i64),
                 });
                 if out.len() == limit {
+                    self.listed_up_to(prefix, *key);
                     return Ok(out);
                 }
             }

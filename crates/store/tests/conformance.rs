@@ -59,6 +59,28 @@ fn conformance(store: &dyn ChunkStore) {
     }
     assert_eq!(seen, keys);
 
+    // A new listing that starts after a key sees objects written since an
+    // earlier listing read that key's neighbourhood.
+    let k = seen[seen.len() / 2];
+    assert!(store.list_page(Some(&k), 1).unwrap().len() == 1);
+    let late = (0u32..)
+        .map(|i| format!("late {i}").into_bytes())
+        .find(|d| {
+            let id = ChunkId::of(d);
+            id.0[0] == k.id.0[0] && ChunkKey::from(id) > k
+        })
+        .unwrap();
+    let late_key = ChunkKey::from(ChunkId::of(&late));
+    store.put(&late_key, &late).unwrap();
+    let fresh: Vec<ChunkKey> = store
+        .list_page(Some(&k), 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(fresh.contains(&late_key), "a listing missed {late_key}");
+    store.delete(&late_key).unwrap();
+
     store.delete(&ia).unwrap();
     store.delete(&ia).unwrap(); // deleting an absent chunk is fine
     assert!(matches!(store.get(&ia), Err(StoreError::NotFound(_))));
