@@ -202,20 +202,8 @@ pub fn check(
                     // A scrub running beside this check doomed the row and
                     // deleted the object after the catalog page was read.
                 } else {
-                    let streams = named_streams(repo, &c.id)?;
-                    found(
-                        &mut report,
-                        Problem {
-                            kind: ProblemKind::MissingChunk,
-                            message: format!(
-                                "chunk {} is missing from the chunk store ({})",
-                                c.key(),
-                                describe(&streams)
-                            ),
-                            streams,
-                            chunk: Some(c.id),
-                        },
-                    );
+                    let p = missing(repo, &c)?;
+                    found(&mut report, p);
                 }
             }
         }
@@ -232,21 +220,14 @@ fn check_chunk(
     found: &mut impl FnMut(&mut CheckReport, Problem),
 ) -> Result<()> {
     if size != u64::from(c.stored_len) {
-        let streams = named_streams(repo, &c.id)?;
+        let why = format!(
+            "chunk {} is {size} bytes in the store, the catalog recorded {}",
+            c.key(),
+            c.stored_len
+        );
         found(
             report,
-            Problem {
-                kind: ProblemKind::SizeMismatch,
-                message: format!(
-                    "chunk {} is {} bytes in the store, the catalog recorded {} ({})",
-                    c.key(),
-                    size,
-                    c.stored_len,
-                    describe(&streams)
-                ),
-                streams,
-                chunk: Some(c.id),
-            },
+            chunk_problem(repo, ProblemKind::SizeMismatch, c, why)?,
         );
         return Ok(());
     }
@@ -261,20 +242,7 @@ fn check_chunk(
         // Deleted by a scrub after the row was read: nothing to check.
         Err(StoreError::NotFound(_)) if !still_committed(repo, c)? => return Ok(()),
         Err(StoreError::NotFound(_)) => {
-            let streams = named_streams(repo, &c.id)?;
-            found(
-                report,
-                Problem {
-                    kind: ProblemKind::MissingChunk,
-                    message: format!(
-                        "chunk {} is missing from the chunk store ({})",
-                        c.key(),
-                        describe(&streams)
-                    ),
-                    streams,
-                    chunk: Some(c.id),
-                },
-            );
+            found(report, missing(repo, c)?);
             return Ok(());
         }
         Err(e) => return Err(e.into()),
@@ -291,17 +259,33 @@ fn check_chunk(
         ),
         Err(e) => e.to_string(),
     };
-    let streams = named_streams(repo, &c.id)?;
     found(
         report,
-        Problem {
-            kind: ProblemKind::CorruptChunk,
-            message: format!("{why} ({})", describe(&streams)),
-            streams,
-            chunk: Some(c.id),
-        },
+        chunk_problem(repo, ProblemKind::CorruptChunk, c, why)?,
     );
     Ok(())
+}
+
+/// A problem with chunk `c`: `why`, followed by the streams that use it.
+fn chunk_problem(
+    repo: &Repository,
+    kind: ProblemKind,
+    c: &NewChunk,
+    why: String,
+) -> Result<Problem> {
+    let streams = named_streams(repo, &c.id)?;
+    Ok(Problem {
+        kind,
+        message: format!("{why} ({})", describe(&streams)),
+        streams,
+        chunk: Some(c.id),
+    })
+}
+
+/// The problem of a chunk the store does not have.
+fn missing(repo: &Repository, c: &NewChunk) -> Result<Problem> {
+    let why = format!("chunk {} is missing from the chunk store", c.key());
+    chunk_problem(repo, ProblemKind::MissingChunk, c, why)
 }
 
 /// True when the catalog still has `c`'s row, under the same generation.
