@@ -36,9 +36,6 @@ macro_rules! forward_catalog {
         fn projects(&self) -> Result<Vec<ProjectSummary>> {
             self.via("projects", || self.inner.projects())
         }
-        fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-            self.via("has_chunk", || self.inner.has_chunk(id))
-        }
         fn begin_save(&self, save: &SaveRecord) -> Result<()> {
             self.via("begin_save", || self.inner.begin_save(save))
         }

@@ -224,12 +224,6 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn projects(&self) -> Result<Vec<ProjectSummary>>;
 
-    /// True when a committed stream already stored `id`.
-    ///
-    /// # Errors
-    /// When the backend fails.
-    fn has_chunk(&self, id: &ChunkId) -> Result<bool>;
-
     /// Records a running save. Idempotent for the same record.
     ///
     /// # Errors

@@ -420,12 +420,6 @@ impl Catalog for SqliteCatalog {
         Ok(out)
     }
 
-    fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")?;
-        Ok(st.exists(params![&id.0[..]])?)
-    }
-
     fn begin_save(&self, save: &SaveRecord) -> Result<()> {
         self.relaxed(|conn| {
             conn.execute(

@@ -81,11 +81,11 @@ fn conformance(cat: &dyn Catalog, exact: bool) {
         .map(|&i| entry(chunks[i], 10 + i as u32))
         .collect();
     let news: Vec<_> = chunks.iter().map(|&id| new_chunk(id, 0)).collect();
-    assert!(!cat.has_chunk(&chunks[0]).unwrap());
+    assert!(cat.chunk(&chunks[0]).unwrap().is_none());
     let s1 = stream(p.id, None, SnapshotId::new(1000, 1), 100);
     let save = begin(cat, i64::MAX);
     cat.commit_stream(save, &s1, &manifest, &news).unwrap();
-    assert!(chunks.iter().all(|c| cat.has_chunk(c).unwrap()));
+    assert!(chunks.iter().all(|c| cat.chunk(c).unwrap().is_some()));
     // The commit ended the save.
     assert!(cat.saves().unwrap().is_empty());
     // A second stream naming chunks already committed commits fine.
@@ -147,7 +147,7 @@ fn conformance(cat: &dyn Catalog, exact: bool) {
     cat.delete_streams(p.id, &[s1.id]).unwrap(); // again: harmless
     assert_eq!(cat.streams(p.id).unwrap(), vec![s2.clone()]);
     assert!(cat.manifest_page(s1.id, 0, 100).unwrap().is_empty());
-    assert!(cat.has_chunk(&chunks[2]).unwrap());
+    assert!(cat.chunk(&chunks[2]).unwrap().is_some());
 
     gc_conformance(cat, p.id, &chunks, exact);
 }
@@ -226,7 +226,7 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
             .is_none()
     );
     assert!(
-        cat.has_chunk(&chunks[2]).unwrap(),
+        cat.chunk(&chunks[2]).unwrap().is_some(),
         "the dry run changed nothing"
     );
     // Inside the grace period it waits, after it it is doomed.
@@ -240,7 +240,7 @@ fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exa
     if exact {
         assert_eq!((page.waiting, page.doomed, page.doomed_bytes), (0, 1, 5));
     }
-    assert!(!cat.has_chunk(&chunks[2]).unwrap());
+    assert!(cat.chunk(&chunks[2]).unwrap().is_none());
     let doomed = cat.doomed_page(None, 10).unwrap();
     assert_eq!(doomed.len(), 1);
     assert_eq!(doomed[0].key, ChunkKey::from(chunks[2]));
