@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use strata_catalog::{CatalogError, SCRUB_LEASE, SaveRecord};
 use strata_core::{ChunkId, ChunkKey};
-use strata_store::StoredObject;
 
 use crate::error::{Error, Result};
 use crate::liveness::{SCRUB_LEASE_TTL, is_alive, with_heartbeat};
@@ -162,22 +161,23 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
         drain_doomed(repo, &mut fence, opts.page, &mut report)?;
     }
 
-    // 2. Saves that died.
+    // 2. Saves that died: those that stopped renewing (dropped in one
+    // transaction that checks the expiry again), and those whose process
+    // on this host is gone.
     let now = repo.clock.now_ms();
     let this_host = save_host();
     for s in cat.saves()? {
-        let dead = s.expires_ms < now || (s.host == this_host && !is_alive(s.pid, s.process_start));
-        if !dead {
+        let lapsed = s.expires_ms < now;
+        if !lapsed && (s.host != this_host || is_alive(s.pid, s.process_start)) {
             continue;
         }
-        if !opts.dry_run {
-            if s.expires_ms < now {
-                cat.expire_saves(now)?;
-            } else {
-                cat.end_save(s.id)?;
-            }
+        if !lapsed && !opts.dry_run {
+            cat.end_save(s.id)?;
         }
         report.expired_saves.push(s);
+    }
+    if !opts.dry_run {
+        cat.expire_saves(now)?;
     }
 
     // Where an interrupted scrub stopped: `rows:<id>` inside the rows
@@ -246,21 +246,28 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
         after = Some(last.key);
         report.objects_scanned += objects.len() as u64;
         let now = repo.clock.now_ms();
-        let (old, young): (Vec<&StoredObject>, Vec<&StoredObject>) = objects
-            .iter()
-            .partition(|o| o.modified_ms <= now - grace_ms);
-        let candidates: Vec<(ChunkKey, u64)> = old.iter().map(|o| (o.key, o.size)).collect();
-        let doomed = cat.doom_orphans(owner, &candidates, now, opts.dry_run)?;
+        let (mut old, mut young) = (Vec::new(), Vec::new());
+        for o in &objects {
+            let side = if o.modified_ms <= now - grace_ms {
+                &mut old
+            } else {
+                &mut young
+            };
+            side.push((o.key, o.size));
+        }
+        let doomed = cat.doom_orphans(owner, &old, now, opts.dry_run)?;
         // Young objects no row names are waiting out their grace.
-        let young: Vec<(ChunkKey, u64)> = young.iter().map(|o| (o.key, o.size)).collect();
         report.kept_in_grace += cat.doom_orphans(owner, &young, now, true)?.len() as u64;
         if opts.dry_run {
-            report.deleted += doomed.len() as u64;
-            report.freed_bytes += candidates
-                .iter()
-                .filter(|(k, _)| doomed.contains(k))
-                .map(|(_, size)| size)
-                .sum::<u64>();
+            // Both lists are in key order.
+            let mut sizes = old.iter().peekable();
+            for k in &doomed {
+                while sizes.next_if(|(key, _)| key < k).is_some() {}
+                if let Some((_, size)) = sizes.next_if(|(key, _)| key == k) {
+                    report.deleted += 1;
+                    report.freed_bytes += size;
+                }
+            }
         } else {
             drain_doomed(repo, &mut fence, opts.page, &mut report)?;
             cat.set_scrub_checkpoint(owner, CHECKPOINT, Some(&format!("objects:{}", last.key)))?;
