@@ -2,11 +2,11 @@
 
 use proptest::prelude::*;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use strata_chunk::{ChunkerConfig, restore_stream, save_stream};
 
-use strata_core::{ChunkId, ChunkKey, ChunkLookup};
-use strata_store::{ChunkStore, MemoryStore, StoredObject};
+use strata_core::{ChunkId, ChunkLookup};
+use strata_store::{ChunkStore, HookedStore, MemoryStore};
 
 fn small() -> ChunkerConfig {
     ChunkerConfig {
@@ -113,55 +113,22 @@ fn damaged_chunk_is_named_on_restore() {
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
-/// A store that refuses a put whose chunk no claim named before.
-struct ClaimedOnly<'a> {
-    inner: MemoryStore,
-    claimed: &'a Mutex<HashSet<ChunkId>>,
-}
-
-impl ChunkStore for ClaimedOnly<'_> {
-    fn put(&self, key: &ChunkKey, data: &[u8]) -> strata_store::Result<()> {
-        assert!(
-            self.claimed.lock().unwrap().contains(&key.id),
-            "{key} uploaded before its intent was recorded"
-        );
-        self.inner.put(key, data)
-    }
-    fn get(&self, key: &ChunkKey) -> strata_store::Result<Vec<u8>> {
-        self.inner.get(key)
-    }
-    fn size(&self, key: &ChunkKey) -> strata_store::Result<Option<u64>> {
-        self.inner.size(key)
-    }
-    fn delete(&self, key: &ChunkKey) -> strata_store::Result<()> {
-        self.inner.delete(key)
-    }
-    fn list_page(
-        &self,
-        after: Option<&ChunkKey>,
-        limit: usize,
-    ) -> strata_store::Result<Vec<StoredObject>> {
-        self.inner.list_page(after, limit)
-    }
-    fn flush(&self) -> strata_store::Result<()> {
-        self.inner.flush()
-    }
-    fn describe(&self) -> String {
-        "claimed-only".into()
-    }
-}
-
 #[test]
 fn every_chunk_is_claimed_once_before_upload_under_the_claimed_generation() {
     let data: Vec<u8> = (0..2_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
-    let claimed = Mutex::new(HashSet::new());
+    let claimed = Arc::new(Mutex::new(HashSet::new()));
     let claims = Mutex::new(0usize);
-    let store = ClaimedOnly {
-        inner: MemoryStore::new(),
-        claimed: &claimed,
-    };
+    // The store refuses a put whose chunk no claim named before.
+    let seen = claimed.clone();
+    let store = HookedStore::new(MemoryStore::new()).on_put(move |key| {
+        assert!(
+            seen.lock().unwrap().contains(&key.id),
+            "{key} uploaded before its intent was recorded"
+        );
+        Ok(())
+    });
     // Every other chunk is "being deleted": upload it under generation 7.
     let claim = |ids: &[ChunkId]| {
         *claims.lock().unwrap() += 1;
@@ -183,7 +150,7 @@ fn every_chunk_is_claimed_once_before_upload_under_the_claimed_generation() {
     assert_eq!(out.new_chunks.len(), unique.len());
     for (key, _, _) in &out.new_chunks {
         assert_eq!(key.generation, u32::from(key.id.0[0] % 2) * 7);
-        assert!(store.inner.size(key).unwrap().is_some());
+        assert!(store.inner().size(key).unwrap().is_some());
     }
     // A failing claim stops the save and names a chunk.
     let err = save_stream(

@@ -133,23 +133,7 @@ fn saves_rebases_forks_trims_and_restores() {
     assert_eq!(all[0]["project"], "proj");
 
     // Keep the 3 newest; a dry run deletes nothing.
-    env.cmd()
-        .args([
-            "retention",
-            "proj",
-            "--keep-last",
-            "3",
-            "--keep-hourly",
-            "0",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-        ])
-        .assert()
-        .success();
+    env.keep_only_last("proj", 3);
     let before = listed(&env, "stream").len();
     let plan = env.json(&["trim", "proj", "--dry-run"]).pop().unwrap();
     assert_eq!(plan["event"], "trim-plan");

@@ -62,18 +62,7 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
                         .or_default()
                         .insert(snap, tree::capture(&p));
                     if round == 0 {
-                        env.cmd()
-                            .args(["retention", &name, "--keep-last", "2", "--keep-hourly", "0"])
-                            .args([
-                                "--keep-daily",
-                                "0",
-                                "--keep-weekly",
-                                "0",
-                                "--keep-monthly",
-                                "0",
-                            ])
-                            .assert()
-                            .success();
+                        env.keep_only_last(&name, 2);
                     }
                     round += 1;
                 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use strata_catalog::SCRUB_LEASE;
 use strata_core::{ChunkKey, Retention};
 use strata_repo::{NoProgress, Repository, RestoreOptions, SaveOptions, ScrubOptions};
-use strata_store::{ChunkStore, FileStore, StoreError, StoredObject};
+use strata_store::{ChunkStore, FileStore, HookedStore, StoreError};
 use strata_testing::tree;
 
 fn repo(dir: &Path) -> Repository {
@@ -109,55 +109,31 @@ fn a_second_scrub_is_refused_while_one_holds_the_lease() {
     strata_repo::scrub(&r, &no_grace()).unwrap();
 }
 
-/// A store whose deletes fail for good after `allowed` of them, and whose
-/// listing fails when `listing_broken`.
-struct BreaksAfter {
-    inner: FileStore,
-    allowed: u32,
-    done: AtomicU32,
-    listing_broken: bool,
-}
-
-impl ChunkStore for BreaksAfter {
-    fn put(&self, key: &ChunkKey, data: &[u8]) -> strata_store::Result<()> {
-        self.inner.put(key, data)
-    }
-    fn get(&self, key: &ChunkKey) -> strata_store::Result<Vec<u8>> {
-        self.inner.get(key)
-    }
-    fn size(&self, key: &ChunkKey) -> strata_store::Result<Option<u64>> {
-        self.inner.size(key)
-    }
-    fn delete(&self, key: &ChunkKey) -> strata_store::Result<()> {
-        if self.done.fetch_add(1, Ordering::SeqCst) >= self.allowed {
-            return Err(StoreError::Io {
-                op: "remove",
-                path: PathBuf::from(key.to_string()),
-                source: std::io::Error::other("the disk went away"),
-            });
-        }
-        self.inner.delete(key)
-    }
-    fn list_page(
-        &self,
-        after: Option<&ChunkKey>,
-        limit: usize,
-    ) -> strata_store::Result<Vec<StoredObject>> {
-        if self.listing_broken {
-            return Err(StoreError::Io {
-                op: "list",
-                path: PathBuf::from("chunks"),
-                source: std::io::Error::other("the listing went away"),
-            });
-        }
-        self.inner.list_page(after, limit)
-    }
-    fn flush(&self) -> strata_store::Result<()> {
-        self.inner.flush()
-    }
-    fn describe(&self) -> String {
-        "breaks-after".into()
-    }
+/// A file store whose deletes fail for good after `allowed` of them, and
+/// whose listing fails when `listing_broken`.
+fn breaks_after(chunks: &Path, allowed: u32, listing_broken: bool) -> HookedStore<FileStore> {
+    let done = AtomicU32::new(0);
+    HookedStore::new(FileStore::open(chunks).unwrap())
+        .on_delete(move |key| {
+            if done.fetch_add(1, Ordering::SeqCst) >= allowed {
+                return Err(StoreError::Io {
+                    op: "remove",
+                    path: PathBuf::from(key.to_string()),
+                    source: std::io::Error::other("the disk went away"),
+                });
+            }
+            Ok(())
+        })
+        .on_list(move |_| {
+            if listing_broken {
+                return Err(StoreError::Io {
+                    op: "list",
+                    path: PathBuf::from("chunks"),
+                    source: std::io::Error::other("the listing went away"),
+                });
+            }
+            Ok(())
+        })
 }
 
 fn sound(
@@ -195,12 +171,7 @@ fn failed_deletes_stay_doomed_and_the_next_scrub_finishes_them() {
     // Deletes fail for good after two: scrub carries on past the failures,
     // reports them, and leaves those objects doomed.
     let chunks = dir.path().join("repo/chunks");
-    r.store = Box::new(BreaksAfter {
-        inner: FileStore::open(&chunks).unwrap(),
-        allowed: 2,
-        done: AtomicU32::new(0),
-        listing_broken: false,
-    });
+    r.store = Box::new(breaks_after(&chunks, 2, false));
     let first = strata_repo::scrub(&r, &no_grace()).unwrap();
     assert_eq!(first.deleted, 2, "{first:?}");
     assert_eq!(first.failed.len() as u64, dry.deleted - 2, "{first:?}");
@@ -245,12 +216,7 @@ fn an_interrupted_scrub_resumes_where_it_stopped() {
     // The store's listing fails: the rows pass completes, the objects pass
     // stops with an error, and the checkpoint stays.
     let chunks = dir.path().join("repo/chunks");
-    r.store = Box::new(BreaksAfter {
-        inner: FileStore::open(&chunks).unwrap(),
-        allowed: u32::MAX,
-        done: AtomicU32::new(0),
-        listing_broken: true,
-    });
+    r.store = Box::new(breaks_after(&chunks, u32::MAX, true));
     let err = strata_repo::scrub(&r, &no_grace()).unwrap_err();
     assert!(err.to_string().contains("the listing went away"), "{err}");
     assert_eq!(

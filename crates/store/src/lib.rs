@@ -9,16 +9,19 @@
 //! Backends: [`FileStore`] (the embedded default, a local directory) and
 //! [`MemoryStore`] (tests). Decorators: [`RetryingStore`] retries transient
 //! failures with backoff and full jitter; [`FaultyStore`] injects failures
-//! and latency (tests). Listings come back in id order, one page at a
+//! and latency (tests); [`HookedStore`] runs a test's hook before puts,
+//! deletes and listings. Listings come back in id order, one page at a
 //! time, so a scan of millions of chunks keeps memory flat.
 
 mod faulty;
 mod file;
+mod hooked;
 mod memory;
 mod retry;
 
 pub use faulty::FaultyStore;
 pub use file::FileStore;
+pub use hooked::{Hook, HookedStore};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryingStore};
 pub use strata_core::Transient;

@@ -75,6 +75,16 @@ impl Env {
         std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     }
 
+    /// Sets `project`'s retention to its `n` newest snapshots only.
+    pub fn keep_only_last(&self, project: &str, n: u32) {
+        self.cmd()
+            .args(["retention", project, "--keep-last", &n.to_string()])
+            .args(["--keep-hourly", "0", "--keep-daily", "0"])
+            .args(["--keep-weekly", "0", "--keep-monthly", "0"])
+            .assert()
+            .success();
+    }
+
     /// Starts `strata --quiet ARGS` in this environment without waiting
     /// (to be killed, say).
     pub fn spawn(&self, args: &[&std::ffi::OsStr]) -> Child {
