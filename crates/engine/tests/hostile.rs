@@ -8,7 +8,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use strata_engine::format::{Enc, Meta, RecordWriter, STREAM_MAGIC, tag};
-use strata_engine::native;
+use strata_engine::native::{self, ReceiveOptions};
 use strata_engine::{EngineError, Quiet};
 
 /// Builds a stream record by record.
@@ -101,7 +101,8 @@ fn refuse(stream: &[u8]) -> EngineError {
     let before = strata_testing::tree::capture(sandbox.path().join("outside").as_path());
     let target = sandbox.path().join("target");
     fs::create_dir(&target).unwrap();
-    let err = native::receive(&target, stream, None, &Quiet).expect_err("stream must be refused");
+    let err = native::receive(&target, stream, &ReceiveOptions::new(None), &Quiet)
+        .expect_err("stream must be refused");
     assert_eq!(
         before,
         strata_testing::tree::capture(&outside),
@@ -272,7 +273,7 @@ fn a_valid_stream_is_accepted() {
     // about what they change, not about the builder.
     let s = B::new().dir("").dir("d").file(b"d/f", b"hi").finish();
     let dir = tempfile::tempdir().unwrap();
-    native::receive(dir.path(), &s[..], None, &Quiet).unwrap();
+    native::receive(dir.path(), &s[..], &ReceiveOptions::new(None), &Quiet).unwrap();
     assert_eq!(fs::read(dir.path().join("d/f")).unwrap(), b"hi");
 }
 
@@ -317,11 +318,11 @@ fn patches_of_what_is_not_there_or_out_of_range() {
         native::receive(
             &t,
             &B::new().dir("").file(b"f", b"hello").finish()[..],
-            None,
+            &ReceiveOptions::new(None),
             &Quiet,
         )
         .unwrap();
-        native::receive(&t, &stream[..], Some("s1"), &Quiet)
+        native::receive(&t, &stream[..], &ReceiveOptions::new(Some("s1")), &Quiet)
             .unwrap_err()
             .to_string()
     };
@@ -345,7 +346,7 @@ fn a_patch_that_does_not_produce_its_hash_is_refused() {
     native::receive(
         &t,
         &B::new().dir("").file(b"f", b"hello world").finish()[..],
-        None,
+        &ReceiveOptions::new(None),
         &Quiet,
     )
     .unwrap();
@@ -355,7 +356,7 @@ fn a_patch_that_does_not_produce_its_hash_is_refused() {
     end.0
         .extend_from_slice(blake3::hash(b"Xello world").as_bytes());
     let s = b.raw(tag::PATCH_END, &end.0).finish();
-    let err = native::receive(&t, &s[..], Some("s1"), &Quiet).unwrap_err();
+    let err = native::receive(&t, &s[..], &ReceiveOptions::new(Some("s1")), &Quiet).unwrap_err();
     assert!(
         err.to_string().contains("does not match its content hash"),
         "{err}"
@@ -373,11 +374,11 @@ fn a_patch_that_does_not_produce_its_hash_is_refused() {
     native::receive(
         &t2,
         &B::new().dir("").file(b"f", b"hello world").finish()[..],
-        None,
+        &ReceiveOptions::new(None),
         &Quiet,
     )
     .unwrap();
-    native::receive(&t2, &s[..], Some("s1"), &Quiet).unwrap();
+    native::receive(&t2, &s[..], &ReceiveOptions::new(Some("s1")), &Quiet).unwrap();
     assert_eq!(fs::read(t2.join("f")).unwrap(), b"Jello world");
 }
 
@@ -400,7 +401,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("t");
         fs::create_dir(&t).unwrap();
-        prop_assert!(native::receive(&t, &s[..], None, &Quiet).is_err());
+        prop_assert!(native::receive(&t, &s[..], &ReceiveOptions::new(None), &Quiet).is_err());
     }
 
     /// Any truncation of a real stream is detected.
@@ -411,6 +412,6 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("t");
         fs::create_dir(&t).unwrap();
-        prop_assert!(native::receive(&t, &s[..cut], None, &Quiet).is_err());
+        prop_assert!(native::receive(&t, &s[..cut], &ReceiveOptions::new(None), &Quiet).is_err());
     }
 }

@@ -25,4 +25,5 @@ pub use repository::Repository;
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use save::{SaveOptions, SaveReport, save};
 pub use scrub::{ScrubOptions, ScrubReport, scrub};
+pub use strata_engine::native::Owners;
 pub use trim::{TrimReport, forget_fork, retention_of, trim};

@@ -1,20 +1,23 @@
 //! `restore`: rebuild a snapshot into a new directory.
 //!
-//! The chain is applied into a staging directory next to the target
-//! (`.strata-restore-*`), which is renamed onto the target only when every
-//! stream applied cleanly; a failed or interrupted restore never leaves a
-//! target that looks complete. The restored directory then remembers its
-//! project and snapshot in local state, so saving it again is incremental.
+//! The chain is applied into `tree` inside a private (`0700`) staging
+//! directory next to the target (`.strata-restore-*`), so no other user can
+//! reach the tree while it is written; `tree` is renamed onto the target
+//! only when every stream applied cleanly, so a failed or interrupted
+//! restore never leaves a target that looks complete. Each stream's header
+//! and length must match the catalog's record. The restored directory then
+//! remembers its project and snapshot in local state, so saving it again is
+//! incremental.
 
 use std::fs;
 use std::io::BufWriter;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use strata_catalog::Project;
 use strata_core::{SnapshotId, StreamInfo, apply_plan};
-use strata_engine::native::{self, SendOptions};
+use strata_engine::native::{self, Owners, ReceiveOptions, SendOptions};
 
 use crate::error::{Error, Result};
 use crate::progress::{EngineObserver, Progress};
@@ -28,6 +31,10 @@ pub struct RestoreOptions {
     pub snapshot: Option<SnapshotId>,
     /// Worker threads fetching chunks (default: one per core, at least 4).
     pub workers: Option<usize>,
+    /// How recorded owners are applied (default
+    /// [`Owners::for_this_process`]: as saved when root, not at all
+    /// otherwise). [`Owners::Map`] needs root.
+    pub owners: Option<Owners>,
 }
 
 /// What a restore did.
@@ -43,6 +50,14 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// The target directory.
     pub target: PathBuf,
+    /// The owners policy applied.
+    pub owners: Owners,
+    /// Files whose set-id bits were not restored (the policy could not
+    /// grant them; see [`Owners::mode`]).
+    pub setid_dropped: u64,
+    /// Extended attributes not restored (file capabilities; `security.*`
+    /// and `trusted.*` without root).
+    pub xattrs_skipped: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -63,6 +78,12 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let owners = opts.owners.unwrap_or_else(Owners::for_this_process);
+    if matches!(owners, Owners::Map { .. }) && !native::can_chown() {
+        return Err(Error::Input(
+            "--owner needs root: only root can give files to another user".into(),
+        ));
+    }
     let project = repo.project(project)?;
     let streams = repo.catalog.streams(project.id)?;
     let plan: Vec<StreamInfo> = apply_plan(&streams, opts.snapshot.as_ref())
@@ -108,32 +129,85 @@ pub fn restore(
         name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
     ));
-    fs::create_dir(&staging)
+    // Private: nobody but this user (and root) can enter it, so nobody can
+    // race the restore by swapping entries of the tree for symlinks.
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
         .map_err(|e| Error::system(format!("create {}", staging.display()), e))?;
-    let applied = apply_chain(repo, &project, &plan, &staging, opts, progress);
-    if let Err(e) = applied {
-        remove_tree(&staging);
-        return Err(e);
+    let tree = staging.join("tree");
+    let applied = fs::create_dir(&tree)
+        .map_err(|e| Error::system(format!("create {}", tree.display()), e))
+        .and_then(|()| apply_chain(repo, &project, &plan, &tree, opts, owners, progress));
+    let applied = match applied {
+        Ok(a) => a,
+        Err(e) => {
+            remove_tree(&staging);
+            return Err(e);
+        }
+    };
+    if applied.setid_dropped > 0 {
+        progress.warning(
+            &target.display().to_string(),
+            &format!(
+                "{} file(s) restored without their set-user-id/set-group-id bits ({})",
+                applied.setid_dropped,
+                match owners {
+                    Owners::Unprivileged => "only root can restore owners",
+                    _ => "never granted to root",
+                }
+            ),
+        );
     }
+    if applied.xattrs_skipped > 0 {
+        progress.warning(
+            &target.display().to_string(),
+            &format!(
+                "{} privileged extended attribute(s) not restored (file capabilities{})",
+                applied.xattrs_skipped,
+                if owners == Owners::Unprivileged {
+                    ", security.* and trusted.* without root"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    // Let the last writes leave the racy window before the rename: the
+    // index then trusts the restored files, and every write after the
+    // rename is newer than the threshold (see native::build_index).
+    std::thread::sleep(Duration::from_millis(60));
+    let renamed_at = SystemTime::now();
     // rename(2) replaces an empty target directory atomically.
-    if let Err(e) = fs::rename(&staging, target) {
+    if let Err(e) = fs::rename(&tree, target) {
         remove_tree(&staging);
         return Err(Error::system(
             format!("move the restore into {}", target.display()),
             e,
         ));
     }
+    let _ = fs::remove_dir(&staging);
     let target = fs::canonicalize(target)
         .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
-    remember(repo, &project, &snapshot, &target)?;
+    remember(repo, &project, &snapshot, &target, renamed_at)?;
     Ok(RestoreReport {
         project,
         snapshot,
         bytes: plan.iter().map(|s| s.bytes).sum(),
         streams: plan,
         target,
+        owners,
+        setid_dropped: applied.setid_dropped,
+        xattrs_skipped: applied.xattrs_skipped,
         elapsed: started.elapsed(),
     })
+}
+
+/// What applying a chain did, summed over its streams.
+#[derive(Debug, Default)]
+struct Applied {
+    setid_dropped: u64,
+    xattrs_skipped: u64,
 }
 
 fn apply_chain(
@@ -142,14 +216,15 @@ fn apply_chain(
     plan: &[StreamInfo],
     staging: &Path,
     opts: &RestoreOptions,
+    owners: Owners,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<Applied> {
     let workers = opts
         .workers
         .unwrap_or_else(|| strata_chunk::default_workers().max(4));
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     progress.phase("restore", Some(total));
-    let mut holds: Option<String> = None;
+    let mut applied = Applied::default();
     for stream in plan {
         let context = format!(
             "project {:?}, stream {} ({})",
@@ -160,6 +235,15 @@ fn apply_chain(
                 .manifest_page(stream.id, from, 1024)
                 .map_err(|e| e.to_string())
         };
+        // The stream must be the one the catalog describes: same start
+        // (the snapshot the tree holds now), same end, same length. A
+        // damaged catalog can never restore another tree with exit 0.
+        let receive_opts = ReceiveOptions {
+            holds: stream.start.as_ref().map(ToString::to_string),
+            expect_end: Some(stream.end.to_string()),
+            owners,
+        };
+        let mut read = 0u64;
         let result = strata_chunk::restore_stream(
             repo.store.as_ref(),
             &mut pages,
@@ -168,8 +252,12 @@ fn apply_chain(
             |r| {
                 native::receive(
                     staging,
-                    CountingReader { inner: r, progress },
-                    holds.as_deref(),
+                    CountingReader {
+                        inner: r,
+                        progress,
+                        read: &mut read,
+                    },
+                    &receive_opts,
                     &EngineObserver {
                         progress,
                         count_files: false,
@@ -178,7 +266,19 @@ fn apply_chain(
             },
         );
         match result {
-            Ok(summary) => holds = Some(summary.header.end),
+            Ok(_) if read != stream.bytes => {
+                return Err(Error::corrupt(
+                    context,
+                    std::io::Error::other(format!(
+                        "the stream is {read} bytes long, but the catalog records {}",
+                        stream.bytes
+                    )),
+                ));
+            }
+            Ok(summary) => {
+                applied.setid_dropped += summary.setid_dropped;
+                applied.xattrs_skipped += summary.xattrs_skipped;
+            }
             Err(strata_engine::EngineError::Stream(io)) => {
                 // A chunk that could not be read: name it.
                 if let Some(inner) = io
@@ -199,35 +299,36 @@ fn apply_chain(
             Err(e) => return Err(Error::system(context, e)),
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
-/// Reports the stream bytes read through it as progress.
+/// Counts the stream bytes read through it and reports them as progress.
 struct CountingReader<'a> {
     inner: &'a mut dyn std::io::Read,
     progress: &'a dyn Progress,
+    read: &'a mut u64,
 }
 
 impl std::io::Read for CountingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        *self.read += n as u64;
         self.progress.advance(n as u64);
         Ok(n)
     }
 }
 
-/// Records that `target` holds `snapshot` of `project`, with its index.
+/// Records that `target` holds `snapshot` of `project`, with its index;
+/// entries changed since `renamed_at` are indexed as racy.
 fn remember(
     repo: &Repository,
     project: &Project,
     snapshot: &SnapshotId,
     target: &Path,
+    renamed_at: SystemTime,
 ) -> Result<()> {
     let mut wt = Worktree::open(&repo.state_dir, &repo.id, target)?;
     wt.lock(target)?;
-    // Let the files just written leave the engine's racy window, so the
-    // index trusts their timestamps and the next save sends only changes.
-    std::thread::sleep(Duration::from_millis(60));
     let tmp = wt.temp_index_path();
     let file = fs::File::create(&tmp)
         .map_err(|e| Error::system(format!("create {}", tmp.display()), e))?;
@@ -235,6 +336,7 @@ fn remember(
         target,
         snapshot.as_str(),
         &SendOptions::default(),
+        renamed_at,
         BufWriter::new(file),
     );
     if let Err(e) = built {

@@ -132,6 +132,18 @@ pub fn capture(root: &Path) -> BTreeMap<String, Node> {
     out
 }
 
+/// `t` as a restore that cannot grant set-id bits gives it back: files and
+/// FIFOs without their set-user-id and set-group-id bits (directories keep
+/// theirs). What a restore as `nobody`, or of root-owned files, yields.
+pub fn without_setid(mut t: BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+    for n in t.values_mut() {
+        if let Node::File { mode, .. } | Node::Fifo { mode } = n {
+            *mode &= !0o6000;
+        }
+    }
+    t
+}
+
 /// Asserts two captures are equal, reporting the first difference by path.
 ///
 /// # Panics
@@ -256,7 +268,9 @@ pub const LINK_TARGETS: &[&str] = &[
     "a/b/c",
 ];
 /// Permission bits used by `Chmod`.
-pub const MODES: &[u32] = &[0o644, 0o600, 0o755, 0o700, 0o444, 0o640, 0o4755, 0o1777];
+pub const MODES: &[u32] = &[
+    0o644, 0o600, 0o755, 0o700, 0o444, 0o400, 0o555, 0o640, 0o4755, 0o2755, 0o1777,
+];
 
 /// A random operation.
 pub fn op() -> impl Strategy<Value = Op> {
@@ -411,7 +425,10 @@ pub fn apply(root: &Path, op: &Op) {
             {
                 let mut mode = MODES[*mode];
                 if m.is_dir() {
-                    mode |= 0o700; // keep the tree editable by the test
+                    // Readable and searchable, so the walk can save it;
+                    // read-only directories stay read-only (make_parents
+                    // opens them again before writing inside).
+                    mode |= 0o500;
                 }
                 fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
             }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use strata_core::SnapshotId;
-use strata_repo::{Repository, RestoreOptions};
+use strata_repo::{Owners, Repository, RestoreOptions};
 
 use crate::output::{Output, human, rate};
 
@@ -21,12 +21,25 @@ pub struct Args {
     /// Chunk fetching threads.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Give every restored entry to this numeric owner and group (root
+    /// only): how a host hands a project to its local project user. Without
+    /// it, root restores the saved numeric owners and other users own what
+    /// they restore. Set-id bits are never restored onto root-owned files.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
+    pub owner: Option<(u32, u32)>,
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not UID:GID (two numbers, like 1000:1000)");
+    let (u, g) = s.split_once(':').ok_or_else(bad)?;
+    Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))
 }
 
 pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
     let opts = RestoreOptions {
         snapshot: a.snapshot.clone(),
         workers: a.workers,
+        owners: a.owner.map(|(uid, gid)| Owners::Map { uid, gid }),
     };
     let r = strata_repo::restore(repo, &a.project, &a.target, &opts, out)?;
     out.finish_progress();

@@ -5,10 +5,14 @@
 //! writes a full or incremental stream plus the index of the new snapshot.
 //! [`receive`] applies a stream to a directory, refusing hostile input.
 
+mod nofollow;
+pub mod owners;
 mod receive;
 mod send;
 
-pub use receive::{ReceiveSummary, receive};
+pub use nofollow::can_chown;
+pub use owners::Owners;
+pub use receive::{ReceiveOptions, ReceiveSummary, receive};
 pub use send::{SendOptions, SendSummary, build_index, send};
 
 use crate::format::Meta;

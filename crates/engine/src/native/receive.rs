@@ -5,19 +5,26 @@
 //! memory), and must be reached through real directories only: no write
 //! ever goes through a symlink. Directory modes and mtimes are applied when
 //! the walk leaves the directory, after its contents were written.
+//!
+//! Owners, modes, times and extended attributes are set through
+//! descriptors opened without following symlinks ([`super::nofollow`]),
+//! owner before mode, under the [`Owners`] policy: a restore never grants a
+//! privilege the saved tree did not have (set-id bits only with their
+//! saved, non-root owner; no file capabilities).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt as _, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use filetime::FileTime;
+use rustix::fs::FileType;
 use xattr::FileExt;
 
-use super::StreamHeader;
+use super::owners::Owners;
+use super::{StreamHeader, nofollow};
 use crate::Observer;
 use crate::error::{EngineError, Result};
 use crate::format::{
@@ -34,6 +41,37 @@ pub struct ReceiveSummary {
     pub entries: u64,
     /// File content bytes written.
     pub file_bytes: u64,
+    /// Files whose set-id bits were not restored ([`Owners::mode`]).
+    pub setid_dropped: u64,
+    /// Extended attributes not restored because the policy does not allow
+    /// them ([`Owners::allows_xattr`]).
+    pub xattrs_skipped: u64,
+}
+
+/// What [`receive`] checks the stream against and how it applies owners.
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    /// The snapshot the target holds (`None` for an empty directory, which
+    /// only a full stream applies to); the stream's start must be it.
+    pub holds: Option<String>,
+    /// The snapshot the stream must end at, when the caller knows it (the
+    /// catalog's record): a stream whose header says otherwise is refused
+    /// before anything is written.
+    pub expect_end: Option<String>,
+    /// How recorded owners are applied.
+    pub owners: Owners,
+}
+
+impl ReceiveOptions {
+    /// Options for a target holding `holds`, with the owners policy of
+    /// this process ([`Owners::for_this_process`]) and no expected end.
+    pub fn new(holds: Option<&str>) -> Self {
+        Self {
+            holds: holds.map(str::to_string),
+            expect_end: None,
+            owners: Owners::for_this_process(),
+        }
+    }
 }
 
 struct OpenFile {
@@ -49,6 +87,9 @@ struct OpenFile {
 struct Receiver<'a> {
     root: &'a Path,
     obs: &'a dyn Observer,
+    owners: Owners,
+    setid_dropped: u64,
+    xattrs_skipped: u64,
     last: Option<RelPath>,
     after_abort: bool,
     open: Option<OpenFile>,
@@ -59,8 +100,7 @@ struct Receiver<'a> {
 }
 
 /// Applies the stream read from `input` to the directory `target`, which
-/// must hold the snapshot the stream starts at (`target_holds`; `None` for an
-/// empty directory and a full stream).
+/// must hold the snapshot the stream starts at (`opts.holds`).
 ///
 /// # Errors
 /// [`EngineError::Corrupt`], [`EngineError::Version`], [`EngineError::Refused`]
@@ -70,9 +110,10 @@ struct Receiver<'a> {
 pub fn receive<R: Read>(
     target: &Path,
     input: R,
-    target_holds: Option<&str>,
+    opts: &ReceiveOptions,
     obs: &dyn Observer,
 ) -> Result<ReceiveSummary> {
+    let target_holds = opts.holds.as_deref();
     let mut r = RecordReader::new(
         io::BufReader::with_capacity(256 << 10, input),
         STREAM_MAGIC,
@@ -94,9 +135,23 @@ pub fn receive<R: Read>(
             target: target_holds.unwrap_or("(empty)").to_string(),
         });
     }
+    if let Some(want) = &opts.expect_end
+        && header.end != *want
+    {
+        return Err(EngineError::Corrupt {
+            offset: 8,
+            why: format!(
+                "the stream's header says it ends at snapshot {}, but it was recorded as ending at {want}",
+                header.end
+            ),
+        });
+    }
     let mut rx = Receiver {
         root: target,
         obs,
+        owners: opts.owners,
+        setid_dropped: 0,
+        xattrs_skipped: 0,
         last: None,
         after_abort: false,
         open: None,
@@ -149,6 +204,8 @@ pub fn receive<R: Read>(
         header,
         entries: rx.entries,
         file_bytes: rx.file_bytes,
+        setid_dropped: rx.setid_dropped,
+        xattrs_skipped: rx.xattrs_skipped,
     })
 }
 
@@ -192,15 +249,6 @@ fn parse_header(rec: &Record<'_>) -> Result<StreamHeader> {
         end,
         created_ms,
     })
-}
-
-fn system_time(sec: i64, nsec: u32) -> SystemTime {
-    let nsec = nsec.min(999_999_999);
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(u64::from(nsec))
-    }
 }
 
 impl Receiver<'_> {
@@ -377,7 +425,7 @@ impl Receiver<'_> {
                     Err(e) => return Err(EngineError::io("create directory", &full, e)),
                 }
                 // Writable while its contents arrive; final mode on leaving.
-                fs::set_permissions(&full, fs::Permissions::from_mode(0o700))
+                nofollow::chmod(&full, 0o700, FileType::Directory)
                     .map_err(|e| EngineError::io("chmod", &full, e))?;
                 self.dirs.push((path, meta));
             }
@@ -404,14 +452,21 @@ impl Receiver<'_> {
                 let meta = d.meta()?;
                 let size = d.u64("size")?;
                 d.end()?;
-                match fs::symlink_metadata(&full) {
-                    Ok(md) if md.file_type().is_file() => {}
+                let md = match fs::symlink_metadata(&full) {
+                    Ok(md) if md.file_type().is_file() => md,
                     _ => {
                         return Err(EngineError::refused(
                             path.as_bytes(),
                             "patch of a path that is not a regular file in the target",
                         ));
                     }
+                };
+                // A read-only file (0444, 0400) is patched like any other:
+                // its owner gets read and write until finish_file sets the
+                // recorded mode. Root needs no permission bits.
+                if self.owners == Owners::Unprivileged && md.mode() & 0o600 != 0o600 {
+                    nofollow::chmod(&full, (md.mode() & 0o7777) | 0o600, FileType::RegularFile)
+                        .map_err(|e| EngineError::io("chmod", &full, e))?;
                 }
                 let file = OpenOptions::new()
                     .read(true)
@@ -419,6 +474,15 @@ impl Receiver<'_> {
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(&full)
                     .map_err(|e| EngineError::io("open", &full, e))?;
+                let opened = file
+                    .metadata()
+                    .map_err(|e| EngineError::io("stat", &full, e))?;
+                if opened.ino() != md.ino() || opened.dev() != md.dev() {
+                    return Err(EngineError::refused(
+                        path.as_bytes(),
+                        "replaced while being patched",
+                    ));
+                }
                 self.open = Some(OpenFile {
                     path,
                     file,
@@ -440,6 +504,10 @@ impl Receiver<'_> {
                 self.remove_existing(&path, false)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
                     .map_err(|e| EngineError::io("create symlink", &full, e))?;
+                if let Some((uid, gid)) = self.owners.owner(meta.uid, meta.gid) {
+                    nofollow::lchown(&full, uid, gid)
+                        .map_err(|e| EngineError::io("chown", &full, e))?;
+                }
                 let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
                 filetime::set_symlink_file_times(&full, t, t)
                     .map_err(|e| EngineError::io("set mtime", &full, e))?;
@@ -481,16 +549,15 @@ impl Receiver<'_> {
                 rustix::fs::mknodat(
                     rustix::fs::CWD,
                     &full,
-                    rustix::fs::FileType::Fifo,
-                    rustix::fs::Mode::from_raw_mode(meta.mode & 0o7777),
+                    FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
                     0,
                 )
                 .map_err(|e| EngineError::io("create fifo", &full, e.into()))?;
-                fs::set_permissions(&full, fs::Permissions::from_mode(meta.mode & 0o7777))
-                    .map_err(|e| EngineError::io("chmod", &full, e))?;
-                let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
-                filetime::set_symlink_file_times(&full, t, t)
-                    .map_err(|e| EngineError::io("set mtime", &full, e))?;
+                // O_NONBLOCK: opening a FIFO for reading never waits.
+                let fifo = nofollow::open_entry(&full, false)
+                    .map_err(|e| EngineError::io("open", &full, e))?;
+                self.apply_meta(&fifo, &meta, false, &path)?;
             }
             _ => unreachable!("entry() is called for entry tags only"),
         }
@@ -556,25 +623,43 @@ impl Receiver<'_> {
     }
 
     fn finish_file(&mut self, f: OpenFile) -> Result<()> {
-        let full = f.path.under(self.root);
-        // A patched file is the old inode: drop attributes it no longer has.
-        let file = &f.file;
+        self.apply_meta(&f.file, &f.meta, false, &f.path)
+    }
+
+    /// Gives the open entry `f` (at `path`) its recorded owner, extended
+    /// attributes, mode and mtime, in that order: the owner first, since
+    /// chown clears set-id bits, then only the bits [`Owners::mode`] allows.
+    /// A patched file or a kept directory is the old inode, so attributes
+    /// it no longer has are removed.
+    fn apply_meta(&mut self, f: &File, meta: &Meta, is_dir: bool, path: &RelPath) -> Result<()> {
+        let full = || path.under(self.root);
+        if let Some((uid, gid)) = self.owners.owner(meta.uid, meta.gid) {
+            nofollow::fchown(f, uid, gid).map_err(|e| EngineError::io("chown", full(), e))?;
+        }
+        let owners = self.owners;
+        let allowed: Vec<(Vec<u8>, Vec<u8>)> = meta
+            .xattrs
+            .iter()
+            .filter(|(k, _)| owners.allows_xattr(k))
+            .cloned()
+            .collect();
+        self.xattrs_skipped += (meta.xattrs.len() - allowed.len()) as u64;
         sync_xattrs(
-            &f.meta.xattrs,
-            file.list_xattr(),
-            |n| file.remove_xattr(n),
-            |n, v| file.set_xattr(n, v),
-            &f.path.display(),
+            &allowed,
+            f.list_xattr(),
+            |n| f.remove_xattr(n),
+            |n, v| f.set_xattr(n, v),
+            owners,
+            &path.display(),
             self.obs,
         );
-        f.file
-            .set_permissions(fs::Permissions::from_mode(f.meta.mode & 0o7777))
-            .map_err(|e| EngineError::io("chmod", &full, e))?;
-        let t = system_time(f.meta.mtime_sec, f.meta.mtime_nsec);
-        f.file
-            .set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
-            .map_err(|e| EngineError::io("set mtime", &full, e))?;
-        Ok(())
+        let mode = owners.mode(meta.mode, meta.uid, meta.gid, is_dir);
+        if mode != meta.mode & 0o7777 {
+            self.setid_dropped += 1;
+        }
+        nofollow::fchmod(f, mode).map_err(|e| EngineError::io("chmod", full(), e))?;
+        nofollow::futimens(f, meta.mtime_sec, meta.mtime_nsec)
+            .map_err(|e| EngineError::io("set mtime", full(), e))
     }
 
     /// Applies mode and mtime to the directories the walk has left: all of
@@ -586,20 +671,10 @@ impl Receiver<'_> {
             }
             let (p, meta) = self.dirs.pop().expect("non-empty");
             let full = p.under(self.root);
-            // A directory kept from the base may carry attributes it lost.
-            sync_xattrs(
-                &meta.xattrs,
-                xattr::list(&full),
-                |n| xattr::remove(&full, n),
-                |n, v| xattr::set(&full, n, v),
-                &p.display(),
-                self.obs,
-            );
-            let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
-            fs::set_permissions(&full, fs::Permissions::from_mode(meta.mode & 0o7777))
-                .map_err(|e| EngineError::io("chmod", &full, e))?;
-            filetime::set_symlink_file_times(&full, t, t)
-                .map_err(|e| EngineError::io("set mtime", &full, e))?;
+            // Made 0700 when entered, so it opens whatever its final mode.
+            let dir =
+                nofollow::open_entry(&full, true).map_err(|e| EngineError::io("open", &full, e))?;
+            self.apply_meta(&dir, &meta, true, &p)?;
         }
         Ok(())
     }
@@ -616,28 +691,32 @@ fn make_writable_tree(dir: &Path) {
         if e.file_type().is_dir()
             && let Ok(md) = e.metadata()
         {
-            let mode = md.permissions().mode();
+            let mode = md.mode() & 0o7777;
             if mode & 0o700 != 0o700 {
-                let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(mode | 0o700));
+                let _ = nofollow::chmod(e.path(), mode | 0o700, FileType::Directory);
             }
         }
     }
 }
 
 /// Makes an entry's extended attributes exactly `want`: removes the names
-/// it has that `want` lacks, sets the others. Refusals (a file system
-/// without xattrs, a namespace that needs privileges) are warnings.
+/// it has that `want` lacks (only those the policy manages: a label the
+/// system gave the file is not ours to remove), sets the others. Refusals
+/// (a file system without xattrs, a namespace that needs privileges) are
+/// warnings.
 fn sync_xattrs(
     want: &[(Vec<u8>, Vec<u8>)],
     have: io::Result<xattr::XAttrs>,
     remove: impl Fn(&OsStr) -> io::Result<()>,
     set: impl Fn(&OsStr, &[u8]) -> io::Result<()>,
+    owners: Owners,
     path: &str,
     obs: &dyn Observer,
 ) {
     if let Ok(have) = have {
         for name in have {
-            if !want.iter().any(|(k, _)| k.as_slice() == name.as_bytes())
+            if owners.allows_xattr(name.as_bytes())
+                && !want.iter().any(|(k, _)| k.as_slice() == name.as_bytes())
                 && let Err(e) = remove(&name)
             {
                 obs.warning(path, &format!("stale extended attribute not removed: {e}"));

@@ -22,28 +22,57 @@ use crate::relpath::RelPath;
 /// How many times a file that changes while it is read is read again.
 const READ_ATTEMPTS: u32 = 3;
 
-/// Entries whose mtime or ctime is this close to the start of the walk are
-/// "racy": a change in the same clock tick would leave their timestamps as
-/// they are (file times come from the kernel's coarse clock), so the index
-/// records them with a zero mtime and the next save reads them again.
-const RACY_MARGIN_NS: i128 = 50_000_000;
+/// How close to the start of the walk an entry's mtime or ctime may be
+/// before the entry counts as "racy" (git's "racy clean" rule): a change in
+/// the same timestamp tick would leave its timestamps as they are, so the
+/// index records it with a zero mtime and the next save reads it again.
+///
+/// The margin is the file system's timestamp granularity. Nanosecond file
+/// systems stamp from the kernel's coarse clock (a tick of up to 10 ms
+/// behind), hence [`FINE_MARGIN_NS`]. File systems with whole-second
+/// timestamps (ext4 with 128-byte inodes, ext3, HFS+) or 2-second ones
+/// (FAT) are recognised per entry: on them both nanosecond fields are zero,
+/// which on a nanosecond file system happens by chance once in 10^18 (the
+/// kernel sets ctime, so even a file whose mtime was set to a whole second
+/// has a fractional ctime). Such entries get [`COARSE_MARGIN_NS`].
+pub const FINE_MARGIN_NS: i128 = 50_000_000;
+/// The racy margin for entries whose timestamps have whole-second (or
+/// 2-second) granularity; see [`FINE_MARGIN_NS`].
+pub const COARSE_MARGIN_NS: i128 = 2_000_000_000;
 
-/// The instant (seconds, nanoseconds) from which entries count as racy.
-fn racy_from() -> (i64, u32) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-        - RACY_MARGIN_NS;
-    (
-        (now.div_euclid(1_000_000_000)) as i64,
-        now.rem_euclid(1_000_000_000) as u32,
-    )
+/// The instant from which entries count as racy, and the rule.
+#[derive(Debug, Clone, Copy)]
+struct Racy {
+    /// Nanoseconds since the epoch.
+    since_ns: i128,
+}
+
+impl Racy {
+    /// Entries changed at or after `t` (within their granularity) are racy.
+    fn since(t: std::time::SystemTime) -> Self {
+        let since_ns = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
+        Self { since_ns }
+    }
+
+    fn is_racy(self, e: &IndexEntry) -> bool {
+        let ns = |(s, n): (i64, u32)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let coarse = e.mtime.1 == 0 && e.ctime.1 == 0;
+        let margin = if coarse {
+            COARSE_MARGIN_NS
+        } else {
+            FINE_MARGIN_NS
+        };
+        let from = self.since_ns - margin;
+        ns(e.mtime) >= from || ns(e.ctime) >= from
+    }
 }
 
 /// The index entry to record: racy entries get a zero mtime.
-fn settled(mut e: IndexEntry, racy: (i64, u32)) -> IndexEntry {
-    if e.mtime >= racy || e.ctime >= racy {
+fn settled(mut e: IndexEntry, racy: Racy) -> IndexEntry {
+    if racy.is_racy(&e) {
         e.mtime = (0, 0);
     }
     e
@@ -93,13 +122,12 @@ fn prefetch(root: &Path, consumed: &AtomicU64, done: &AtomicBool) {
         let Ok(size) = e.metadata().map(|m| m.len()) else {
             continue;
         };
-        let Ok(f) = OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(e.path())
-        else {
+        let Ok(f) = open_nonblocking(e.path()) else {
             continue;
         };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            continue;
+        }
         let mut off = 0;
         while off < size {
             while advised.saturating_sub(consumed.load(Ordering::Relaxed)) >= PREFETCH_WINDOW {
@@ -219,7 +247,7 @@ fn send_walk<W: Write, I: Write, B: Read>(
         data_bytes: 0,
     };
     let mut old = OldIndex::new(base)?;
-    let racy = racy_from();
+    let racy = Racy::since(std::time::SystemTime::now());
 
     let walker = WalkDir::new(root)
         .follow_links(false)
@@ -501,11 +529,7 @@ impl<W: Write> Sender<'_, W> {
     ) -> Result<FileOutcome> {
         let path = rel.under(self.root);
         for attempt in 1..=READ_ATTEMPTS {
-            let file = match OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
-            {
+            let file = match open_nonblocking(&path) {
                 Ok(f) => f,
                 Err(e)
                     if e.kind() == io::ErrorKind::NotFound
@@ -526,6 +550,8 @@ impl<W: Write> Sender<'_, W> {
                 self.warn(&rel.display(), "replaced during the walk; not saved");
                 return Ok(FileOutcome::Vanished);
             }
+            // A regular file: reads block as usual from here on.
+            clear_nonblocking(&file).map_err(|e| EngineError::io("fcntl", &path, e))?;
             if attempt == 1 {
                 self.emit_ancestors()?;
             }
@@ -726,9 +752,31 @@ impl<B: Read> OldIndex<B> {
     }
 }
 
+/// Opens a file for reading without following a symlink and without
+/// blocking: if the walk's regular file was swapped for a FIFO, the open
+/// returns at once (and the caller sees it is not a regular file) instead
+/// of waiting forever for a writer.
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+}
+
+fn clear_nonblocking(f: &File) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(f)?;
+    rustix::fs::fcntl_setfl(f, flags - rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
+}
+
 /// Writes the index of the tree at `root` as it is now, reading no file
 /// contents: used after a restore, so that the next save from the restored
-/// directory is an incremental.
+/// directory is an incremental. Entries whose timestamps are at or after
+/// `changed_after` (within the file system's granularity, see
+/// [`FINE_MARGIN_NS`]) are recorded as racy, so the next save reads them:
+/// a restore passes the instant it renamed the tree into place, so a write
+/// in the moments between that rename and this walk is never taken for
+/// part of the snapshot.
 ///
 /// # Errors
 /// When the tree cannot be walked or the sink fails.
@@ -736,10 +784,11 @@ pub fn build_index<I: Write>(
     root: &Path,
     snapshot: &str,
     opts: &SendOptions,
+    changed_after: std::time::SystemTime,
     out: I,
 ) -> Result<u64> {
     let mut index = IndexWriter::new(out, snapshot)?;
-    let racy = racy_from();
+    let racy = Racy::since(changed_after);
     let mut n = 0;
     let walker = WalkDir::new(root)
         .follow_links(false)

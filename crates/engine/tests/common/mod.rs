@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use strata_engine::index::IndexReader;
-use strata_engine::native::{self, SendOptions, SendSummary, StreamHeader};
+use strata_engine::native::{self, ReceiveOptions, SendOptions, SendSummary, StreamHeader};
 use strata_engine::{EngineError, Quiet};
 
 /// One saved snapshot: its stream and the index of the tree it saw.
@@ -48,7 +48,12 @@ pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
     std::fs::create_dir(target).expect("mkdir target");
     let mut holds: Option<String> = None;
     for s in chain {
-        let r = native::receive(target, &s.stream[..], holds.as_deref(), &Quiet)?;
+        let r = native::receive(
+            target,
+            &s.stream[..],
+            &ReceiveOptions::new(holds.as_deref()),
+            &Quiet,
+        )?;
         holds = Some(r.header.end);
     }
     Ok(())
