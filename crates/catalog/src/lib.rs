@@ -58,6 +58,25 @@ pub enum CatalogError {
         "the snapshot {0} this save started from was deleted (trimmed) while it ran; nothing was committed, save again"
     )]
     BaseGone(SnapshotId),
+    /// The snapshot an incremental starts from is still in the catalog but
+    /// no longer restorable: a stream of its chain is gone. Building on it
+    /// would commit a stream no restore can reach.
+    #[error(
+        "the snapshot {0} this save started from can no longer be restored (a stream of its chain was deleted); nothing was committed, save again (a full stream)"
+    )]
+    BaseUnreachable(SnapshotId),
+    /// A delete of streams would take away the start of a stream that
+    /// stays (one committed after the delete was planned): refused, nothing
+    /// deleted; plan again.
+    #[error(
+        "stream {stream} starts at snapshot {start}, which this delete would remove (it was committed after the plan was made); nothing was deleted, plan again"
+    )]
+    StartNeeded {
+        /// The stream that would lose its start.
+        stream: StreamId,
+        /// Its start snapshot.
+        start: SnapshotId,
+    },
     /// Another scrub holds the scrub lease.
     #[error("another scrub ({owner}) is running, its lease ends at {expires_ms} ms")]
     LeaseHeld {
@@ -280,8 +299,9 @@ pub trait Catalog: Send + Sync {
     /// [`CatalogError::SaveGone`] when the save's record is gone (its
     /// intents may not have protected what it reuses);
     /// [`CatalogError::BaseGone`] when an incremental's start snapshot is no
-    /// longer the end of a stream of the project; backend failures.
-    /// Nothing is committed then.
+    /// longer the end of a stream of the project;
+    /// [`CatalogError::BaseUnreachable`] when it is, but no chain from a
+    /// full stream reaches it; backend failures. Nothing is committed then.
     fn commit_stream(
         &self,
         save: SaveId,
@@ -298,10 +318,15 @@ pub trait Catalog: Send + Sync {
 
     /// Deletes streams of `project` and their manifests in one transaction;
     /// streams already gone are skipped (so a retry is harmless). Chunk
-    /// records stay (scrub decides).
+    /// records stay (scrub decides). The same transaction re-validates the
+    /// plan the caller made from an earlier read: no stream that stays may
+    /// lose its start (`docs/invariants.md`, invariant 7), whatever was
+    /// committed since.
     ///
     /// # Errors
-    /// When the backend fails; nothing is deleted then.
+    /// [`CatalogError::StartNeeded`] when a stream that stays starts at a
+    /// snapshot that only deleted streams end at; backend failures.
+    /// Nothing is deleted then.
     fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<()>;
 
     /// The project's own retention policy (TOML), if it has one.

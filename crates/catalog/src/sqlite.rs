@@ -102,6 +102,19 @@ CREATE TABLE leases (
 "#,
 ];
 
+/// True (a row) when snapshot `?2` of project `?1` is reachable: walking
+/// from it backwards through the streams that end at each snapshot, some
+/// full stream is met. `UNION` keeps the walk finite.
+const REACHABLE: &str = "
+WITH RECURSIVE up(snap) AS (
+    SELECT ?2
+    UNION
+    SELECT s.start_snap FROM streams s JOIN up ON s.end_snap = up.snap
+    WHERE s.project = ?1 AND s.start_snap IS NOT NULL
+)
+SELECT 1 FROM streams s JOIN up ON s.end_snap = up.snap
+WHERE s.project = ?1 AND s.start_snap IS NULL LIMIT 1";
+
 /// A catalog in a SQLite file.
 #[derive(Debug)]
 pub struct SqliteCatalog {
@@ -554,14 +567,19 @@ impl Catalog for SqliteCatalog {
         if !save_exists(&tx, save)? {
             return Err(CatalogError::SaveGone(save));
         }
-        // An incremental needs its start: a trim running beside the save
-        // may have deleted the stream that ends there.
+        // An incremental needs its start, restorable: a trim running beside
+        // the save may have deleted the stream that ends there, or one
+        // further up its chain.
         if let Some(start) = &s.start {
+            let (p, st) = (s.project.to_string(), start.to_string());
             let there = tx
                 .prepare_cached("SELECT 1 FROM streams WHERE project = ?1 AND end_snap = ?2")?
-                .exists(params![s.project.to_string(), start.to_string()])?;
+                .exists(params![p, st])?;
             if !there {
                 return Err(CatalogError::BaseGone(start.clone()));
+            }
+            if !tx.prepare_cached(REACHABLE)?.exists(params![p, st])? {
+                return Err(CatalogError::BaseUnreachable(start.clone()));
             }
         }
         {
@@ -638,16 +656,43 @@ impl Catalog for SqliteCatalog {
     fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let p = project.to_string();
         {
-            let mut owned =
-                tx.prepare_cached("SELECT 1 FROM streams WHERE id = ?1 AND project = ?2")?;
+            let mut end_of =
+                tx.prepare_cached("SELECT end_snap FROM streams WHERE id = ?1 AND project = ?2")?;
             let mut m = tx.prepare_cached("DELETE FROM manifests WHERE stream = ?1")?;
             let mut s = tx.prepare_cached("DELETE FROM streams WHERE id = ?1")?;
+            let mut ends = Vec::new();
             for id in streams {
                 let sid = id.to_string();
-                if owned.exists(params![sid, project.to_string()])? {
+                let end: Option<String> =
+                    end_of.query_row(params![sid, p], |r| r.get(0)).optional()?;
+                if let Some(end) = end {
                     m.execute(params![sid])?;
                     s.execute(params![sid])?;
+                    ends.push(end);
+                }
+            }
+            // The plan was made from an earlier read: a stream committed
+            // since may start at a snapshot it deletes. No stream that
+            // stays may lose its start; dropping `tx` rolls back.
+            let mut still_ends =
+                tx.prepare_cached("SELECT 1 FROM streams WHERE project = ?1 AND end_snap = ?2")?;
+            let mut starts_at = tx.prepare_cached(
+                "SELECT id FROM streams WHERE project = ?1 AND start_snap = ?2 LIMIT 1",
+            )?;
+            for end in ends {
+                if still_ends.exists(params![p, end])? {
+                    continue;
+                }
+                let orphan: Option<String> = starts_at
+                    .query_row(params![p, end], |r| r.get(0))
+                    .optional()?;
+                if let Some(stream) = orphan {
+                    return Err(CatalogError::StartNeeded {
+                        stream: parse(&stream)?,
+                        start: parse(&end)?,
+                    });
                 }
             }
         }

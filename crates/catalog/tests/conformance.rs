@@ -141,11 +141,36 @@ fn conformance(cat: &dyn Catalog, exact: bool) {
     cat.set_retention(p.id, None).unwrap();
     assert_eq!(cat.retention(p.id).unwrap(), None);
 
-    // Deleting a stream removes it and its manifest, keeps the chunks.
-    cat.delete_streams(p.id, &[s1.id, StreamId::random()])
+    // Deleting the start of a stream that stays is refused (its plan was
+    // made before that stream committed) and deletes nothing.
+    assert!(matches!(
+        cat.delete_streams(p.id, &[s1.id]),
+        Err(CatalogError::StartNeeded { stream, start }) if stream == s2.id && start == s1.end
+    ));
+    assert_eq!(cat.streams(p.id).unwrap(), vec![s1.clone(), s2.clone()]);
+    // An incremental on a snapshot no stream ends at is refused.
+    let stray = stream(
+        p.id,
+        Some(SnapshotId::new(1500, 9)),
+        SnapshotId::new(2500, 1),
+        1,
+    );
+    let save = begin(cat, i64::MAX);
+    assert!(matches!(
+        cat.commit_stream(save, &stray, &[], &[]),
+        Err(CatalogError::BaseGone(b)) if b == SnapshotId::new(1500, 9)
+    ));
+    cat.end_save(save).unwrap();
+
+    // A full stream of its own lets both go. Deleting a stream removes it
+    // and its manifest, keeps the chunks.
+    let s3 = stream(p.id, None, SnapshotId::new(3000, 1), 10);
+    let save = begin(cat, i64::MAX);
+    cat.commit_stream(save, &s3, &manifest[..1], &[]).unwrap();
+    cat.delete_streams(p.id, &[s1.id, s2.id, StreamId::random()])
         .unwrap();
     cat.delete_streams(p.id, &[s1.id]).unwrap(); // again: harmless
-    assert_eq!(cat.streams(p.id).unwrap(), vec![s2.clone()]);
+    assert_eq!(cat.streams(p.id).unwrap(), vec![s3.clone()]);
     assert!(cat.manifest_page(s1.id, 0, 100).unwrap().is_empty());
     assert!(cat.chunk(&chunks[2]).unwrap().is_some());
 
@@ -153,7 +178,7 @@ fn conformance(cat: &dyn Catalog, exact: bool) {
 }
 
 /// Save intents and scrub's catalog side (`docs/gc.md`). On entry, stream
-/// s2 names `chunks[0]`; `chunks[1]` and `chunks[2]` are committed and
+/// s3 names `chunks[0]`; `chunks[1]` and `chunks[2]` are committed and
 /// named by nothing.
 fn gc_conformance(cat: &dyn Catalog, project: ProjectId, chunks: &[ChunkId], exact: bool) {
     let fresh = ChunkId::of(b"fresh");
@@ -427,11 +452,36 @@ fn sqlite_file_persists_and_refuses_newer_schema() {
     assert_eq!(cat.repo_id().unwrap(), id);
     assert_eq!(cat.projects().unwrap().len(), 1);
     drop(cat);
+    base_must_be_reachable(&path);
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = SqliteCatalog::open(&path).unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
+}
+
+/// A catalog damaged by an older strata (a chain whose full stream is
+/// gone): an incremental on its head is refused, since no restore could
+/// reach it.
+fn base_must_be_reachable(path: &std::path::Path) {
+    let cat = SqliteCatalog::open(path).unwrap();
+    let p = cat.create_project("broken", 1).unwrap();
+    let full = stream(p.id, None, SnapshotId::new(1000, 1), 10);
+    let inc = stream(p.id, Some(full.end.clone()), SnapshotId::new(2000, 1), 10);
+    for s in [&full, &inc] {
+        let save = begin(&cat, i64::MAX);
+        cat.commit_stream(save, s, &[], &[]).unwrap();
+    }
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute("DELETE FROM streams WHERE id = ?1", [full.id.to_string()])
+        .unwrap();
+    let next = stream(p.id, Some(inc.end.clone()), SnapshotId::new(3000, 1), 10);
+    let save = begin(&cat, i64::MAX);
+    assert!(matches!(
+        cat.commit_stream(save, &next, &[], &[]),
+        Err(CatalogError::BaseUnreachable(b)) if b == inc.end
+    ));
+    assert_eq!(cat.streams(p.id).unwrap(), vec![inc]);
 }
 
 #[test]

@@ -14,6 +14,8 @@ Exit codes:
   1  system failure: I/O, full disk, permissions, database
   2  bad request: unknown project or snapshot, occupied target, bad arguments or config
   3  corrupt or hostile data: a chunk that fails its hash, a damaged or malicious stream
+  4  a concurrent change got in the way and nothing was changed: run it again
+     (a save whose base was trimmed meanwhile, a trim that raced a save)
 
 Environment:
   STRATA_REPO       repository directory (default ~/.local/share/strata)
@@ -48,6 +50,8 @@ pub struct Cli {
 pub enum Command {
     /// Save a directory: a full stream the first time, then incrementals.
     Save(commands::save::Args),
+    /// Create the repository (if it does not exist yet) and say where it is.
+    Init,
     /// Restore a project's newest (or a given) snapshot into a new directory.
     Restore(commands::restore::Args),
     /// List projects.
@@ -84,6 +88,7 @@ pub fn run() -> i32 {
             {
                 Some(ErrorKind::Input) => 2,
                 Some(ErrorKind::Corrupt) => 3,
+                Some(ErrorKind::Retry) => 4,
                 _ => 1,
             };
             out.error(&e);
@@ -98,12 +103,25 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         None => strata_repo::repository::default_path()?,
     };
     let quiet = cli.quiet;
-    let repo = Repository::open_or_create(&path, &|p| {
-        if !quiet {
-            eprintln!("strata: created a new repository at {}", p.display());
-        }
-    })?;
+    let created = std::cell::Cell::new(false);
+    // Only commands that write a snapshot create a repository; the others
+    // say there is none.
+    let repo = match &cli.command {
+        Command::Save(_) | Command::Init => Repository::open_or_create(&path, &|p| {
+            created.set(true);
+            if !quiet {
+                eprintln!("strata: created a new repository at {}", p.display());
+            }
+        })?,
+        _ => Repository::open(&path)?,
+    };
     match &cli.command {
+        Command::Init => {
+            if !created.get() {
+                out.line(&format!("a repository exists at {}", path.display()));
+            }
+            Ok(())
+        }
         Command::Save(a) => commands::save::run(&repo, a, out),
         Command::Restore(a) => commands::restore::run(&repo, a, out),
         Command::Projects => commands::projects::run(&repo, out),

@@ -16,6 +16,10 @@ pub enum ErrorKind {
     Corrupt,
     /// The system failed: I/O, full disk, database.
     System,
+    /// The operation met a concurrent change (a base trimmed while a save
+    /// ran, a stream committed while a trim planned) and changed nothing:
+    /// run it again.
+    Retry,
 }
 
 /// An error of a strata operation.
@@ -42,6 +46,10 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A concurrent change made the operation give up without changing
+    /// anything; running it again is the remedy.
+    #[error("{0}")]
+    Retry(String),
     /// A system failure, with what was being done.
     #[error("{context}: {source}")]
     System {
@@ -60,6 +68,7 @@ impl Error {
             Error::Input(_) | Error::Config { .. } => ErrorKind::Input,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::System { .. } => ErrorKind::System,
+            Error::Retry(_) => ErrorKind::Retry,
         }
     }
 
@@ -86,7 +95,11 @@ impl Error {
 
 impl From<strata_catalog::CatalogError> for Error {
     fn from(e: strata_catalog::CatalogError) -> Self {
+        use strata_catalog::CatalogError as C;
         match e {
+            C::SaveGone(_) | C::BaseGone(_) | C::BaseUnreachable(_) | C::StartNeeded { .. } => {
+                Error::Retry(e.to_string())
+            }
             strata_catalog::CatalogError::NameTaken(_) => Error::Input(e.to_string()),
             strata_catalog::CatalogError::Invalid(_) => Error::corrupt("catalog", e),
             _ => Error::system("catalog", e),

@@ -54,6 +54,22 @@ pub fn default_path() -> Result<PathBuf> {
 }
 
 impl Repository {
+    /// Opens the existing repository at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when there is no repository there (commands that
+    /// only read never create one: a mistyped path must not leave an empty
+    /// repository behind); otherwise as [`Repository::open_or_create`].
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join(CONFIG_FILE).exists() {
+            return Err(Error::Input(format!(
+                "no strata repository at {} (check --repo or STRATA_REPO; `strata save` or `strata init` creates one)",
+                path.display()
+            )));
+        }
+        Self::open_or_create(path, &|_| {})
+    }
+
     /// Opens the repository at `path`, creating it first if it does not
     /// exist; `on_create` is told when that happens.
     ///

@@ -136,14 +136,24 @@ pub fn save(
         let f = File::open(wt.index_path())
             .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
         match IndexReader::new(BufReader::new(f)) {
+            // Only a base a restore can reach: an incremental on anything
+            // else would be a save that returned success and never restores.
             Ok(r) => match r.snapshot().parse::<SnapshotId>() {
-                Ok(snap) if streams.iter().any(|s| s.end == snap) => {
-                    base = Some(snap);
-                    index_reader = Some(r);
-                }
-                _ => progress.warning(
+                Ok(snap) => match strata_core::apply_plan(&streams, Some(&snap)) {
+                    Ok(_) => {
+                        base = Some(snap);
+                        index_reader = Some(r);
+                    }
+                    Err(e) => progress.warning(
+                        &dir.display().to_string(),
+                        &format!(
+                            "this directory holds snapshot {snap}, which cannot be built on ({e}); saving a full stream"
+                        ),
+                    ),
+                },
+                Err(_) => progress.warning(
                     &dir.display().to_string(),
-                    "the local index names a snapshot the catalog does not have; saving a full stream",
+                    "the local index names no valid snapshot; saving a full stream",
                 ),
             },
             Err(e) => progress.warning(

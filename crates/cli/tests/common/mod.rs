@@ -64,7 +64,7 @@ impl Env {
     pub fn configure(&self, section: &str, body: &str) {
         let path = self.path("repo/strata.toml");
         if !path.exists() {
-            self.cmd().arg("projects").assert().success();
+            self.cmd().arg("init").assert().success();
         }
         let mut cfg: toml::Table =
             toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
