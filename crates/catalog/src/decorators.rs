@@ -1,6 +1,7 @@
 //! Catalog decorators: [`RetryingCatalog`] retries transient failures
 //! (exponential backoff, full jitter, bounded); [`FaultyCatalog`] injects
-//! transient failures, before or after the inner call, for tests.
+//! transient failures, before or after the inner call, for tests;
+//! [`HookedCatalog`] runs a test hook before one operation.
 //!
 //! Every catalog call is safe to repeat: reads change nothing,
 //! `commit_stream` recognises a stream it already committed, deleting and
@@ -260,6 +261,55 @@ impl<C: Catalog> FaultyCatalog<C> {
 }
 
 impl<C: Catalog> Catalog for FaultyCatalog<C> {
+    forward_catalog!();
+
+    fn create_project(&self, name: &str, created_ms: i64) -> Result<Project> {
+        self.via("create_project", || {
+            self.inner.create_project(name, created_ms)
+        })
+    }
+}
+
+/// A hook run before a catalog call.
+pub type CatalogHook = Box<dyn Fn() + Send + Sync>;
+
+/// Wraps a catalog and runs a hook before every call of one operation
+/// (by its method name), then makes the call. For tests: to hold a protocol
+/// at a boundary deterministically, say a save that commits between a
+/// trim's plan and its delete (`"delete_streams"`).
+pub struct HookedCatalog<C> {
+    inner: C,
+    op: &'static str,
+    hook: CatalogHook,
+}
+
+impl<C: Catalog> HookedCatalog<C> {
+    /// Runs `hook` before each `op` call of `inner`.
+    pub fn new(inner: C, op: &'static str, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            inner,
+            op,
+            hook: Box::new(hook),
+        }
+    }
+
+    fn via<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if op == self.op {
+            (self.hook)();
+        }
+        f()
+    }
+}
+
+impl<C> std::fmt::Debug for HookedCatalog<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedCatalog")
+            .field("op", &self.op)
+            .finish()
+    }
+}
+
+impl<C: Catalog> Catalog for HookedCatalog<C> {
     forward_catalog!();
 
     fn create_project(&self, name: &str, created_ms: i64) -> Result<Project> {

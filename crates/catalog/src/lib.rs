@@ -9,7 +9,7 @@
 mod decorators;
 mod sqlite;
 
-pub use decorators::{FaultyCatalog, RetryingCatalog};
+pub use decorators::{CatalogHook, FaultyCatalog, HookedCatalog, RetryingCatalog};
 pub use sqlite::SqliteCatalog;
 
 /// The name of the lease a running scrub holds.

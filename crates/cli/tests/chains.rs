@@ -37,7 +37,14 @@ fn edit(dir: &Path, round: usize) {
 
 #[test]
 fn saves_rebases_forks_trims_and_restores() {
-    let env = Env::new();
+    // As this user and, when that is root, as nobody.
+    for env in Env::both() {
+        eprintln!("saves_rebases_forks_trims_and_restores as {}", env.who());
+        saves_rebases_forks_trims_and_restores_in(&env);
+    }
+}
+
+fn saves_rebases_forks_trims_and_restores_in(env: &Env) {
     // A repository that rebases after 3 incrementals.
     env.configure("rebase", "max-incrementals = 3");
 

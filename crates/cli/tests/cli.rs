@@ -10,7 +10,14 @@ use strata_testing::tree;
 
 #[test]
 fn save_edit_save_restore_both_snapshots() {
-    let env = Env::new();
+    // As this user and, when that is root, as nobody.
+    for env in Env::both() {
+        eprintln!("save_edit_save_restore_both_snapshots as {}", env.who());
+        save_edit_save_restore_both_snapshots_in(&env);
+    }
+}
+
+fn save_edit_save_restore_both_snapshots_in(env: &Env) {
     let thesis = env.path("thesis");
     fs::create_dir(&thesis).unwrap();
     tree::sample_tree(&thesis);
@@ -127,7 +134,17 @@ fn errors_are_named_with_exit_codes() {
 
 #[test]
 fn corrupt_chunk_fails_restore_naming_it_and_leaves_no_target() {
-    let env = Env::new();
+    // As this user and, when that is root, as nobody.
+    for env in Env::both() {
+        eprintln!(
+            "corrupt_chunk_fails_restore_naming_it_and_leaves_no_target as {}",
+            env.who()
+        );
+        corrupt_chunk_fails_restore_naming_it_and_leaves_no_target_in(&env);
+    }
+}
+
+fn corrupt_chunk_fails_restore_naming_it_and_leaves_no_target_in(env: &Env) {
     let p = env.path("proj");
     fs::create_dir(&p).unwrap();
     fs::write(p.join("big"), tree::content(3_000_000, 5)).unwrap();

@@ -1,5 +1,7 @@
 //! The test environment shared by the CLI tests: a temporary directory
-//! with its own repository and state, and the `strata` binary run in it.
+//! with its own repository and state, and the `strata` binary run in it,
+//! as this user or (with [`Env::unprivileged`], when the suite runs as
+//! root) as `nobody`: every restore path is tested without root too.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -9,28 +11,79 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
+use strata_testing::privilege;
 use strata_testing::tree::{self, Node};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Commands run as `nobody` (only when this process is root).
+    pub nobody: bool,
 }
 
 impl Env {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
+            nobody: false,
         }
+    }
+
+    /// An environment whose `strata` commands run as `nobody` when this
+    /// process is root (and as this user otherwise, which is then already
+    /// unprivileged). Its directory belongs to `nobody`; trees the test
+    /// writes are given to `nobody` before each save ([`Env::give`]).
+    pub fn unprivileged() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        privilege::give_to_nobody(dir.path());
+        Self {
+            dir,
+            nobody: privilege::is_root(),
+        }
+    }
+
+    /// The environments a restore path is tested in: this user, and
+    /// `nobody` when this user is root.
+    pub fn both() -> Vec<Env> {
+        if privilege::is_root() {
+            vec![Env::new(), Env::unprivileged()]
+        } else {
+            vec![Env::new()]
+        }
+    }
+
+    /// Who runs the commands, for messages.
+    pub fn who(&self) -> &'static str {
+        if self.nobody { "nobody" } else { "this user" }
+    }
+
+    /// Gives what the test wrote under `p` to the user the commands run
+    /// as (nothing to do unless that is `nobody`).
+    pub fn give(&self, p: &Path) {
+        if self.nobody {
+            privilege::give_to_nobody(p);
+        }
+    }
+
+    /// The `strata` program, run as this environment's user.
+    fn program(&self) -> std::process::Command {
+        let bin = assert_cmd::cargo::cargo_bin("strata");
+        let mut c = if self.nobody {
+            privilege::unprivileged_command(&bin)
+        } else {
+            std::process::Command::new(bin)
+        };
+        c.env("STRATA_REPO", self.path("repo"))
+            .env("STRATA_STATE_DIR", self.path("state"))
+            .env("HOME", self.dir.path())
+            .env_remove("STRATA_CHUNKS")
+            .env_remove("STRATA_CATALOG");
+        c
     }
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("strata").unwrap();
-        c.env("STRATA_REPO", self.path("repo"))
-            .env("STRATA_STATE_DIR", self.path("state"))
-            .env_remove("STRATA_CHUNKS")
-            .env_remove("STRATA_CATALOG");
-        c
+        Command::from_std(self.program())
     }
     pub fn json(&self, args: &[&str]) -> Vec<Value> {
         let out = self
@@ -49,6 +102,7 @@ impl Env {
             .collect()
     }
     pub fn save(&self, dir: &Path, extra: &[&str]) -> Value {
+        self.give(dir);
         // Let the edits leave the racy window so the index can trust them.
         std::thread::sleep(Duration::from_millis(60));
         let mut args = vec!["save", dir.to_str().unwrap()];
@@ -88,13 +142,9 @@ impl Env {
     /// Starts `strata --quiet ARGS` in this environment without waiting
     /// (to be killed, say).
     pub fn spawn(&self, args: &[&std::ffi::OsStr]) -> Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        self.program()
             .arg("--quiet")
             .args(args)
-            .env("STRATA_REPO", self.path("repo"))
-            .env("STRATA_STATE_DIR", self.path("state"))
-            .env_remove("STRATA_CHUNKS")
-            .env_remove("STRATA_CATALOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
