@@ -76,7 +76,7 @@ fn saves_rebases_forks_trims_and_restores_in(env: &Env) {
         .collect();
     assert_eq!(fulls, vec![0, 4, 8], "{kinds:?}");
     assert!(kinds[4].1 && kinds[8].1);
-    let streams = listed(&env, "stream");
+    let streams = listed(env, "stream");
     assert_eq!(streams.iter().filter(|s| s["role"] == "chain").count(), 1);
     assert_eq!(streams.iter().filter(|s| s["role"] == "history").count(), 8);
     // A rebase full stream names what the directory held as its parent.
@@ -114,7 +114,7 @@ fn saves_rebases_forks_trims_and_restores_in(env: &Env) {
     assert_eq!(sa["start"], sb["start"]);
 
     // The newest head wins; the other branch is a fork.
-    let forks = listed(&env, "fork");
+    let forks = listed(env, "fork");
     assert_eq!(forks.len(), 1, "{forks:?}");
     assert_eq!(forks[0]["head"], sa["snapshot"]);
     assert_eq!(forks[0]["base"], sa["start"]);
@@ -141,22 +141,22 @@ fn saves_rebases_forks_trims_and_restores_in(env: &Env) {
 
     // Keep the 3 newest; a dry run deletes nothing.
     env.keep_only_last("proj", 3);
-    let before = listed(&env, "stream").len();
+    let before = listed(env, "stream").len();
     let plan = env.json(&["trim", "proj", "--dry-run"]).pop().unwrap();
     assert_eq!(plan["event"], "trim-plan");
     assert!(!plan["delete"].as_array().unwrap().is_empty());
-    assert_eq!(listed(&env, "stream").len(), before);
+    assert_eq!(listed(env, "stream").len(), before);
 
     let done = env.json(&["trim", "proj"]).pop().unwrap();
     assert_eq!(done["event"], "trimmed");
     assert_eq!(done["delete"], plan["delete"]);
-    let after = listed(&env, "stream");
+    let after = listed(env, "stream");
     assert_eq!(
         after.len(),
         before - plan["delete"].as_array().unwrap().len()
     );
     // The fork survives the trim; every retained snapshot restores exactly.
-    assert_eq!(listed(&env, "fork").len(), 1);
+    assert_eq!(listed(env, "fork").len(), 1);
     let retained: Vec<String> = done["retained"]
         .as_array()
         .unwrap()
@@ -200,9 +200,9 @@ fn saves_rebases_forks_trims_and_restores_in(env: &Env) {
         .pop()
         .unwrap();
     assert_eq!(dry["delete"].as_array().unwrap().len(), 1);
-    assert_eq!(listed(&env, "fork").len(), 1);
+    assert_eq!(listed(env, "fork").len(), 1);
     env.json(&["forget-fork", "proj", head]);
-    assert!(listed(&env, "fork").is_empty());
+    assert!(listed(env, "fork").is_empty());
     env.cmd()
         .args(["forget-fork", "proj", head])
         .assert()
