@@ -1,7 +1,10 @@
 //! Saves of several projects, trims and scrubs (no grace) run concurrently
-//! as real `strata` processes for a bounded time; then every retained
-//! snapshot restores exactly the tree it saved, `check --read-data` is
-//! clean, and a final scrub leaves no garbage.
+//! as real `strata` processes for a bounded time, one project from two
+//! working copies (so trims race saves onto snapshots their plans drop);
+//! then every save that returned success restores while retention keeps
+//! it: every retained snapshot restores exactly the tree it saved, the last
+//! save of every working copy restores, no stream is unreachable, `check
+//! --read-data` is clean, and a final scrub leaves no garbage.
 
 mod common;
 
@@ -16,6 +19,8 @@ use strata_testing::tree::{self, Node};
 
 const PROJECTS: usize = 3;
 const RUN_FOR: Duration = Duration::from_secs(20);
+/// Saves that exited 4 (a trim took their base meanwhile) and ran again.
+static RETRIED: AtomicU64 = AtomicU64::new(0);
 
 type Trees = BTreeMap<String, BTreeMap<String, Node>>;
 
@@ -26,46 +31,54 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
     env.configure("rebase", "max-incrementals = 2");
 
     let saved: Mutex<BTreeMap<String, Trees>> = Mutex::new(BTreeMap::new());
+    // The last save of each working copy: (project, snapshot, tree).
+    let last: Mutex<Vec<(String, String, BTreeMap<String, Node>)>> = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let (trims, scrubs, deleted) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
         for n in 0..PROJECTS {
-            let (env, saved, stop) = (&env, &saved, &stop);
+            let (env, saved, last, stop) = (&env, &saved, &last, &stop);
             s.spawn(move || {
                 let name = format!("proj{n}");
                 let p = env.path(&name);
                 fs::create_dir(&p).unwrap();
                 tree::sample_tree(&p);
-                let mut round = 0usize;
-                while !stop.load(Ordering::SeqCst) {
-                    // Each round replaces a sizeable file (old content turns
-                    // into garbage once trimmed) and adds a small one.
-                    fs::write(
-                        p.join("data.bin"),
-                        tree::content(1_500_000 + round, (n * 64 + round) as u8),
-                    )
-                    .unwrap();
-                    fs::write(
-                        p.join(format!("note-{round}.txt")),
-                        format!("{name} {round}\n"),
-                    )
-                    .unwrap();
-                    if round >= 2 {
-                        let _ = fs::remove_file(p.join(format!("note-{}.txt", round - 2)));
+                save_rounds(env, &name, &p, n, saved, last, stop);
+            });
+        }
+        // A second working copy of proj0, restored from its first snapshot:
+        // its saves fork the chain and land on snapshots trims drop.
+        {
+            let (env, saved, last, stop) = (&env, &saved, &last, &stop);
+            s.spawn(move || {
+                let first = loop {
+                    if let Some(t) = saved.lock().unwrap().get("proj0")
+                        && let Some(snap) = t.keys().next()
+                    {
+                        break snap.clone();
                     }
-                    let ev = env.save(&p, &[]);
-                    let snap = ev["snapshot"].as_str().unwrap().to_string();
-                    saved
-                        .lock()
-                        .unwrap()
-                        .entry(name.clone())
-                        .or_default()
-                        .insert(snap, tree::capture(&p));
-                    if round == 0 {
-                        env.keep_only_last(&name, 2);
-                    }
-                    round += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+                let p = env.path("proj0-copy");
+                let restored = env
+                    .cmd()
+                    .args([
+                        "restore",
+                        "proj0",
+                        p.to_str().unwrap(),
+                        "--snapshot",
+                        &first,
+                    ])
+                    .output()
+                    .unwrap();
+                if !restored.status.success() {
+                    // Trimmed before the copy was made: take the newest.
+                    env.cmd()
+                        .args(["restore", "proj0", p.to_str().unwrap()])
+                        .assert()
+                        .success();
                 }
+                save_rounds(env, "proj0", &p, PROJECTS, saved, last, stop);
             });
         }
         s.spawn(|| {
@@ -104,7 +117,8 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
     let saved = saved.into_inner().unwrap();
     let saves: usize = saved.values().map(BTreeMap::len).sum();
     eprintln!(
-        "{saves} saves, {} trims, {} scrubs deleting {} objects",
+        "{saves} saves ({} run again after exit 4), {} trims, {} scrubs deleting {} objects",
+        RETRIED.load(Ordering::SeqCst),
         trims.load(Ordering::SeqCst),
         scrubs.load(Ordering::SeqCst),
         deleted.load(Ordering::SeqCst)
@@ -116,6 +130,10 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
         "the scrubs never deleted anything: the test raced nothing"
     );
 
+    // Every working copy's last save restores, whatever trims ran.
+    for (name, snap, want) in last.into_inner().unwrap() {
+        env.restore_matches(&name, &snap, &want);
+    }
     // Every snapshot the catalog still has restores exactly.
     let mut restored = 0;
     for (name, trees) in &saved {
@@ -126,6 +144,12 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
             .map(|v| v["end"].as_str().unwrap().to_string())
             .collect();
         assert!(listed.len() >= 2, "{name}: {listed:?}");
+        let unreachable: Vec<_> = env
+            .json(&["streams", name])
+            .into_iter()
+            .filter(|v| v["type"] == "unreachable")
+            .collect();
+        assert!(unreachable.is_empty(), "{name}: {unreachable:?}");
         for snap in &listed {
             let want = trees
                 .get(snap)
@@ -139,4 +163,52 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
     assert_eq!(check["problems"], 0, "{check}");
     env.cmd().args(["scrub", "--grace", "0"]).assert().success();
     env.assert_no_garbage("after the stress run");
+}
+
+/// Edits and saves the working copy `p` of project `name` until `stop`,
+/// recording every snapshot's tree and, at the end, the copy's last save.
+fn save_rounds(
+    env: &Env,
+    name: &str,
+    p: &std::path::Path,
+    n: usize,
+    saved: &Mutex<BTreeMap<String, Trees>>,
+    last: &Mutex<Vec<(String, String, BTreeMap<String, Node>)>>,
+    stop: &AtomicBool,
+) {
+    let mut round = 0usize;
+    let mut mine = None;
+    while !stop.load(Ordering::SeqCst) {
+        // Each round replaces a sizeable file (old content turns into
+        // garbage once trimmed) and adds a small one.
+        fs::write(
+            p.join("data.bin"),
+            tree::content(1_500_000 + round, (n * 64 + round) as u8),
+        )
+        .unwrap();
+        fs::write(
+            p.join(format!("note-{round}.txt")),
+            format!("{name} {round}\n"),
+        )
+        .unwrap();
+        if round >= 2 {
+            let _ = fs::remove_file(p.join(format!("note-{}.txt", round - 2)));
+        }
+        let (ev, again) = env.save_again_on_retry(p);
+        RETRIED.fetch_add(u64::from(again), Ordering::SeqCst);
+        let snap = ev["snapshot"].as_str().unwrap().to_string();
+        let t = tree::capture(p);
+        saved
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .insert(snap.clone(), t.clone());
+        mine = Some((name.to_string(), snap, t));
+        if round == 0 {
+            env.keep_only_last(name, 2);
+        }
+        round += 1;
+    }
+    last.lock().unwrap().extend(mine);
 }

@@ -113,6 +113,38 @@ impl Env {
             .expect("a saved event")
     }
 
+    /// Like [`Env::save`], but a save that exits 4 (a concurrent trim
+    /// took its base: nothing committed, "save again") is run again, as a
+    /// user would; returns the saved event and how many saves exited 4.
+    pub fn save_again_on_retry(&self, dir: &Path) -> (Value, u32) {
+        let mut retries = 0;
+        loop {
+            self.give(dir);
+            std::thread::sleep(Duration::from_millis(60));
+            let out = self
+                .cmd()
+                .args(["--json", "save", dir.to_str().unwrap()])
+                .output()
+                .unwrap();
+            if out.status.code() == Some(4) {
+                retries += 1;
+                continue;
+            }
+            assert!(
+                out.status.success(),
+                "save failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ev = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|v| v["event"] == "saved")
+                .expect("a saved event");
+            return (ev, retries);
+        }
+    }
+
     /// Sets `[section]` of the repository's strata.toml (creating the
     /// repository first if needed) to the TOML `body`.
     pub fn configure(&self, section: &str, body: &str) {
