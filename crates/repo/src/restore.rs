@@ -143,7 +143,7 @@ pub fn restore(
         Ok(a) => a,
         Err(e) => {
             remove_tree(&staging);
-            return Err(e);
+            return Err(vanished_meanwhile(repo, &project, &plan).unwrap_or(e));
         }
     };
     if applied.setid_dropped > 0 {
@@ -201,6 +201,19 @@ pub fn restore(
         xattrs_skipped: applied.xattrs_skipped,
         elapsed: started.elapsed(),
     })
+}
+
+/// The plan was made from one read of the catalog and its streams are read
+/// later: a trim (of a snapshot retention no longer keeps) may delete one
+/// in between, and what follows (an empty manifest, a chunk scrub removed)
+/// looks like damage. When a stream of the plan is gone, say that instead.
+fn vanished_meanwhile(repo: &Repository, project: &Project, plan: &[StreamInfo]) -> Option<Error> {
+    let now = repo.catalog.streams(project.id).ok()?;
+    let gone = plan.iter().find(|s| !now.iter().any(|n| n.id == s.id))?;
+    Some(Error::Retry(format!(
+        "project {:?}: stream {} (to {}) was deleted by a trim while this restore ran; nothing was restored, restore again",
+        project.name, gone.id, gone.end
+    )))
 }
 
 /// What applying a chain did, summed over its streams.

@@ -236,3 +236,40 @@ fn restore_refuses_a_stream_its_catalog_record_does_not_describe() {
     assert!(err.to_string().contains(other.as_str()), "{err}");
     assert!(!dir.path().join("t2").exists());
 }
+
+/// A trim that deletes a stream while a restore of it runs makes the
+/// restore fail with "restore again" (exit 4), not with a claim of damage.
+#[test]
+fn a_stream_trimmed_during_its_restore_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = repo(dir.path());
+    let a = dir.path().join("proj");
+    std::fs::create_dir(&a).unwrap();
+    edit(&a, "one");
+    let s1 = save(&r, &a);
+    let fired = std::sync::Arc::new(AtomicBool::new(false));
+    let (db, id, project, f) = (
+        dir.path().join("repo/catalog.sqlite"),
+        s1.stream.id,
+        s1.project.id,
+        fired.clone(),
+    );
+    use strata_catalog::Catalog as _;
+    r.catalog = Box::new(HookedCatalog::new(
+        SqliteCatalog::open(&db).unwrap(),
+        "manifest_page",
+        move || {
+            if !f.swap(true, Ordering::SeqCst) {
+                let other = SqliteCatalog::open(&db).unwrap();
+                other.delete_streams(project, &[id]).unwrap();
+            }
+        },
+    ));
+    let out = dir.path().join("out");
+    let err = strata_repo::restore(&r, "proj", &out, &RestoreOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(fired.load(Ordering::SeqCst));
+    assert_eq!(err.kind(), ErrorKind::Retry, "{err}");
+    assert!(err.to_string().contains("deleted by a trim"), "{err}");
+    assert!(!out.exists());
+}
