@@ -23,6 +23,8 @@ const RUN_FOR: Duration = Duration::from_secs(20);
 static RETRIED: AtomicU64 = AtomicU64::new(0);
 
 type Trees = BTreeMap<String, BTreeMap<String, Node>>;
+/// The last save of each working copy: (project, snapshot, tree).
+type LastSaves = Mutex<Vec<(String, String, BTreeMap<String, Node>)>>;
 
 #[test]
 fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
@@ -31,8 +33,7 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
     env.configure("rebase", "max-incrementals = 2");
 
     let saved: Mutex<BTreeMap<String, Trees>> = Mutex::new(BTreeMap::new());
-    // The last save of each working copy: (project, snapshot, tree).
-    let last: Mutex<Vec<(String, String, BTreeMap<String, Node>)>> = Mutex::new(Vec::new());
+    let last: LastSaves = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let (trims, scrubs, deleted) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
@@ -173,7 +174,7 @@ fn save_rounds(
     p: &std::path::Path,
     n: usize,
     saved: &Mutex<BTreeMap<String, Trees>>,
-    last: &Mutex<Vec<(String, String, BTreeMap<String, Node>)>>,
+    last: &LastSaves,
     stop: &AtomicBool,
 ) {
     let mut round = 0usize;
