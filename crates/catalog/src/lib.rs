@@ -4,13 +4,16 @@
 //! A stream becomes visible in one transaction together with its manifest
 //! and the chunks it was first to store ([`Catalog::commit_stream`]), after
 //! those chunks are durable in the chunk store; a stream is never half
-//! there. Backends: [`SqliteCatalog`] (the embedded default).
+//! there. The protocol is written once ([`sql::SqlCatalog`]) over a small
+//! transaction trait; backends are dialect adapters: [`SqliteCatalog`]
+//! (the embedded default).
 
 mod decorators;
-mod sqlite;
+pub mod sql;
 
 pub use decorators::{CatalogHook, FaultyCatalog, HookedCatalog, RetryingCatalog};
-pub use sqlite::SqliteCatalog;
+pub use sql::SqlCatalog;
+pub use sql::sqlite::{Sqlite, SqliteCatalog};
 
 /// The name of the lease a running scrub holds.
 pub const SCRUB_LEASE: &str = "scrub";
@@ -26,9 +29,19 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 /// What went wrong in the catalog.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// The database failed.
-    #[error("catalog database: {0}")]
-    Db(#[from] rusqlite::Error),
+    /// The database behind the catalog failed (built by each dialect
+    /// adapter, so no backend's error type leaks into this one).
+    #[error("catalog database, {op}: {source}{}", if *transient { " (transient)" } else { "" })]
+    Backend {
+        /// The catalog call that failed.
+        op: &'static str,
+        /// True when the failure may pass (busy, locked, a lost
+        /// serialisation race, a dropped connection).
+        transient: bool,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The catalog was written by a newer strata.
     #[error(
         "catalog schema version {found} is newer than this strata understands ({supported}); upgrade strata"
@@ -104,10 +117,7 @@ impl strata_core::Transient for CatalogError {
     fn is_transient(&self) -> bool {
         match self {
             CatalogError::Transient { .. } => true,
-            CatalogError::Db(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ),
+            CatalogError::Backend { transient, .. } => *transient,
             _ => false,
         }
     }
