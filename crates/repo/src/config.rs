@@ -2,7 +2,7 @@
 //! overridden by environment variables, defaulted entirely for the embedded
 //! repository. Backend locations are URLs parsed once into enums.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use strata_chunk::ChunkerConfig;
@@ -147,88 +147,9 @@ impl RepoConfig {
     }
 }
 
-/// Where chunks live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChunksUrl {
-    /// A local directory.
-    File(PathBuf),
-}
-
-/// Where the catalog lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CatalogUrl {
-    /// A SQLite file.
-    Sqlite(PathBuf),
-}
-
-fn local_path(url: &str, scheme: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix(scheme)?.strip_prefix("://")?;
-    rest.starts_with('/').then(|| PathBuf::from(rest))
-}
-
-impl ChunksUrl {
-    /// Parses a chunk store URL.
-    ///
-    /// # Errors
-    /// [`Error::Input`] saying which forms are accepted.
-    pub fn parse(url: &str) -> Result<Self> {
-        if let Some(p) = local_path(url, "file") {
-            return Ok(ChunksUrl::File(p));
-        }
-        let scheme = url.split("://").next().unwrap_or("");
-        Err(Error::Input(if scheme == "s3" {
-            format!(
-                "chunk store {url:?}: S3 stores are not part of this build yet; use file:///absolute/path"
-            )
-        } else {
-            format!("chunk store {url:?}: expected file:///absolute/path")
-        }))
-    }
-}
-
-impl CatalogUrl {
-    /// Parses a catalog URL.
-    ///
-    /// # Errors
-    /// [`Error::Input`] saying which forms are accepted.
-    pub fn parse(url: &str) -> Result<Self> {
-        if let Some(p) = local_path(url, "sqlite") {
-            return Ok(CatalogUrl::Sqlite(p));
-        }
-        let scheme = url.split("://").next().unwrap_or("");
-        Err(Error::Input(if scheme.starts_with("postgres") {
-            format!(
-                "catalog {url:?}: PostgreSQL catalogs are not part of this build yet; use sqlite:///absolute/path"
-            )
-        } else {
-            format!("catalog {url:?}: expected sqlite:///absolute/path")
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            ChunksUrl::parse("file:///x/y").unwrap(),
-            ChunksUrl::File("/x/y".into())
-        );
-        assert!(ChunksUrl::parse("file://relative").is_err());
-        assert!(
-            ChunksUrl::parse("s3://b")
-                .unwrap_err()
-                .to_string()
-                .contains("S3")
-        );
-        assert_eq!(
-            CatalogUrl::parse("sqlite:///c.db").unwrap(),
-            CatalogUrl::Sqlite("/c.db".into())
-        );
-        assert!(CatalogUrl::parse("postgres://h/db").is_err());
-    }
 
     #[test]
     fn config_round_trip_and_errors() {

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata_catalog::{Catalog, RetryingCatalog, SqliteCatalog};
+use strata_catalog::Catalog;
 use strata_core::{Clock, SystemClock};
-use strata_store::{ChunkStore, FileStore, RetryPolicy, RetryingStore};
+use strata_store::ChunkStore;
 
-use crate::config::{CONFIG_FILE, CatalogUrl, ChunksUrl, RepoConfig};
+use crate::config::{CONFIG_FILE, RepoConfig};
 use crate::error::{Error, Result};
 
 /// A chunk store and a catalog under one configuration.
@@ -98,34 +98,18 @@ impl Repository {
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| config.storage.chunks.clone());
-        let store = match chunks_url {
-            Some(u) => match ChunksUrl::parse(&u)? {
-                ChunksUrl::File(p) => FileStore::open(p)?,
-            },
-            None => FileStore::open(path.join("chunks"))?,
-        };
-        // Every store call is retried when it fails transiently.
-        let store: Box<dyn ChunkStore> =
-            Box::new(RetryingStore::new(store, RetryPolicy::default()));
+        let store = crate::backends::open_store(chunks_url.as_deref(), path)?;
         let catalog_url = std::env::var("STRATA_CATALOG")
             .ok()
             .filter(|s| !s.is_empty())
             .or_else(|| config.storage.catalog.clone());
-        let catalog_path = match catalog_url {
-            Some(u) => match CatalogUrl::parse(&u)? {
-                CatalogUrl::Sqlite(p) => p,
-            },
-            None => path.join("catalog.sqlite"),
-        };
-        // Every catalog call is retried when it fails transiently.
-        let catalog =
-            RetryingCatalog::new(SqliteCatalog::open(&catalog_path)?, RetryPolicy::default());
+        let catalog = crate::backends::open_catalog(catalog_url.as_deref(), path)?;
         let id = catalog.repo_id()?;
         Ok(Self {
             path: path.to_path_buf(),
             config,
             store,
-            catalog: Box::new(catalog),
+            catalog,
             id,
             clock: Arc::new(SystemClock),
             state_dir: crate::worktree::state_root()?,

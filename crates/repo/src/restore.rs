@@ -300,9 +300,10 @@ fn apply_chain(
                 {
                     let text = inner.to_string();
                     return Err(match inner {
-                        strata_chunk::ChunkError::Store(strata_store::StoreError::Io {
-                            ..
-                        }) => Error::system(context, std::io::Error::other(text)),
+                        strata_chunk::ChunkError::Store(
+                            strata_store::StoreError::Io { .. }
+                            | strata_store::StoreError::Backend { .. },
+                        ) => Error::system(context, std::io::Error::other(text)),
                         _ => Error::corrupt(context, std::io::Error::other(text)),
                     });
                 }

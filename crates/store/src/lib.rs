@@ -48,6 +48,27 @@ pub enum StoreError {
     /// The chunk is not in the store.
     #[error("chunk {0} is missing from the chunk store")]
     NotFound(ChunkKey),
+    /// A remote backend failed (an object store, a chunk database): named
+    /// by the operation and, when there is one, the chunk, since there is
+    /// no local path to name. Built inside each backend, so no backend's
+    /// error type leaks into this one.
+    #[error(
+        "chunk store {op}{}: {source}{}",
+        key.map(|k| format!(" of chunk {k}")).unwrap_or_default(),
+        if *transient { " (transient)" } else { "" }
+    )]
+    Backend {
+        /// The store call that failed.
+        op: &'static str,
+        /// The chunk it was about, if one.
+        key: Option<ChunkKey>,
+        /// True when the failure may pass (a timeout, a reset, 503 "slow
+        /// down", a node restarting).
+        transient: bool,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The local file system failed.
     #[error("{op} {path}: {source}")]
     Io {

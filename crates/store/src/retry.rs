@@ -95,8 +95,35 @@ impl Transient for StoreError {
     fn is_transient(&self) -> bool {
         match self {
             StoreError::Transient { .. } => true,
+            StoreError::Backend { transient, .. } => *transient,
             StoreError::Io { source, .. } => transient_io(source),
             StoreError::NotFound(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_core::{ChunkId, ChunkKey, Transient};
+
+    use crate::StoreError;
+
+    #[test]
+    fn backend_errors_say_whether_to_retry_and_name_the_chunk() {
+        let key = ChunkKey::from(ChunkId::of(b"x"));
+        let e = |transient| StoreError::Backend {
+            op: "get",
+            key: Some(key),
+            transient,
+            source: "503 Slow Down".into(),
+        };
+        assert!(e(true).is_transient());
+        assert!(!e(false).is_transient());
+        let text = e(true).to_string();
+        assert!(
+            text.contains(&key.to_string()) && text.contains("(transient)"),
+            "{text}"
+        );
+        assert!(!e(false).to_string().contains("transient"));
     }
 }
