@@ -8,6 +8,8 @@
 //! transaction trait; backends are dialect adapters: [`SqliteCatalog`]
 //! (the embedded default).
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod decorators;
 pub mod sql;
 
