@@ -13,6 +13,8 @@
 //! deletes and listings. Listings come back in id order, one page at a
 //! time, so a scan of millions of chunks keeps memory flat.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod faulty;
 mod file;
 mod hooked;
