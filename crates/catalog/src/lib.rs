@@ -223,13 +223,31 @@ pub struct Doomed {
     pub stored_len: u64,
 }
 
-/// Where metadata lives.
+/// Where metadata lives. Methods are grouped by what they serve: the
+/// repository, projects, saves, streams, chunk rows, scrub, leases. Every
+/// method is one transaction and safe to repeat (see the decorators).
 pub trait Catalog: Send + Sync {
+    // ---- The repository ----
+
     /// The repository's id, made when the catalog was created.
     ///
     /// # Errors
     /// When the backend fails.
     fn repo_id(&self) -> Result<String>;
+
+    /// A repository-wide setting or checkpoint, by key.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn repo_value(&self, key: &str) -> Result<Option<String>>;
+
+    /// Sets (or with `None` clears) a repository-wide value.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn set_repo_value(&self, key: &str, value: Option<&str>) -> Result<()>;
+
+    // ---- Projects ----
 
     /// Creates a project.
     ///
@@ -254,6 +272,20 @@ pub trait Catalog: Send + Sync {
     /// # Errors
     /// When the backend fails.
     fn projects(&self) -> Result<Vec<ProjectSummary>>;
+
+    /// The project's own retention policy (TOML), if it has one.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn retention(&self, project: ProjectId) -> Result<Option<String>>;
+
+    /// Sets (or with `None` clears) the project's retention policy (TOML).
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn set_retention(&self, project: ProjectId, policy: Option<&str>) -> Result<()>;
+
+    // ---- Saves: records, intents, expiry (`docs/gc.md`) ----
 
     /// Records a running save. Idempotent for the same record.
     ///
@@ -299,6 +331,8 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn expire_saves(&self, now_ms: i64) -> Result<Vec<SaveRecord>>;
 
+    // ---- Streams and manifests ----
+
     /// Commits a stream, its manifest and the chunks it uploaded, in one
     /// transaction, and ends `save` (drops its intents and record) in the
     /// same transaction. Chunks another save committed meanwhile are kept
@@ -328,6 +362,12 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>>;
 
+    /// Up to `limit` manifest entries of `stream` from position `from`.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn manifest_page(&self, stream: StreamId, from: u64, limit: u32) -> Result<Vec<ManifestEntry>>;
+
     /// Deletes streams of `project` and their manifests in one transaction;
     /// streams already gone are skipped (so a retry is harmless). Chunk
     /// records stay (scrub decides). The same transaction re-validates the
@@ -341,17 +381,13 @@ pub trait Catalog: Send + Sync {
     /// Nothing is deleted then.
     fn delete_streams(&self, project: ProjectId, streams: &[StreamId]) -> Result<()>;
 
-    /// The project's own retention policy (TOML), if it has one.
-    ///
-    /// # Errors
-    /// When the backend fails.
-    fn retention(&self, project: ProjectId) -> Result<Option<String>>;
+    // ---- Chunk rows, for check ----
 
-    /// Sets (or with `None` clears) the project's retention policy (TOML).
+    /// The committed chunk row of `id`, if any.
     ///
     /// # Errors
     /// When the backend fails.
-    fn set_retention(&self, project: ProjectId, policy: Option<&str>) -> Result<()>;
+    fn chunk(&self, id: &ChunkId) -> Result<Option<NewChunk>>;
 
     /// Up to `limit` known chunks with ids above `after`, in id order.
     ///
@@ -372,46 +408,7 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn streams_using(&self, chunk: &ChunkId, limit: u32) -> Result<Vec<(ProjectId, StreamId)>>;
 
-    /// Takes (or renews) the lease `name` for `owner` until `expires_ms`,
-    /// if it is free, expired at `now_ms`, or already `owner`'s.
-    ///
-    /// # Errors
-    /// [`CatalogError::LeaseHeld`] when someone else holds it.
-    fn acquire_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<()>;
-
-    /// Extends the lease `name` to `expires_ms` only if `owner` holds it
-    /// and it has not expired at `now_ms`; false otherwise (it lapsed or
-    /// someone else took it). Unlike [`Catalog::acquire_lease`] it never
-    /// takes a free lease: a holder that may have lost it must stop.
-    ///
-    /// # Errors
-    /// When the backend fails.
-    fn renew_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<bool>;
-
-    /// The committed chunk row of `id`, if any.
-    ///
-    /// # Errors
-    /// When the backend fails.
-    fn chunk(&self, id: &ChunkId) -> Result<Option<NewChunk>>;
-
-    /// Sets (or clears) scrub's checkpoint `key`, in a transaction that
-    /// fails unless `scrub` holds the scrub lease.
-    ///
-    /// # Errors
-    /// [`CatalogError::LeaseLost`]; backend failures.
-    fn set_scrub_checkpoint(&self, scrub: &str, key: &str, value: Option<&str>) -> Result<()>;
-
-    /// Gives the lease `name` up if `owner` holds it.
-    ///
-    /// # Errors
-    /// When the backend fails.
-    fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
-
-    /// A repository-wide setting or checkpoint, by key.
-    ///
-    /// # Errors
-    /// When the backend fails.
-    fn repo_value(&self, key: &str) -> Result<Option<String>>;
+    // ---- Scrub (`docs/gc.md`) ----
 
     /// One transaction of scrub's pass over chunk rows (`docs/gc.md`): up
     /// to `limit` rows with ids above `after`. A row that a manifest or a
@@ -475,15 +472,34 @@ pub trait Catalog: Send + Sync {
     /// When the backend fails.
     fn forget_tombstones(&self, before_ms: i64) -> Result<u64>;
 
-    /// Sets (or with `None` clears) a repository-wide value.
+    /// Sets (or clears) scrub's checkpoint `key`, in a transaction that
+    /// fails unless `scrub` holds the scrub lease.
     ///
     /// # Errors
-    /// When the backend fails.
-    fn set_repo_value(&self, key: &str, value: Option<&str>) -> Result<()>;
+    /// [`CatalogError::LeaseLost`]; backend failures.
+    fn set_scrub_checkpoint(&self, scrub: &str, key: &str, value: Option<&str>) -> Result<()>;
 
-    /// Up to `limit` manifest entries of `stream` from position `from`.
+    // ---- Leases ----
+
+    /// Takes (or renews) the lease `name` for `owner` until `expires_ms`,
+    /// if it is free, expired at `now_ms`, or already `owner`'s.
+    ///
+    /// # Errors
+    /// [`CatalogError::LeaseHeld`] when someone else holds it.
+    fn acquire_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<()>;
+
+    /// Extends the lease `name` to `expires_ms` only if `owner` holds it
+    /// and it has not expired at `now_ms`; false otherwise (it lapsed or
+    /// someone else took it). Unlike [`Catalog::acquire_lease`] it never
+    /// takes a free lease: a holder that may have lost it must stop.
     ///
     /// # Errors
     /// When the backend fails.
-    fn manifest_page(&self, stream: StreamId, from: u64, limit: u32) -> Result<Vec<ManifestEntry>>;
+    fn renew_lease(&self, name: &str, owner: &str, now_ms: i64, expires_ms: i64) -> Result<bool>;
+
+    /// Gives the lease `name` up if `owner` holds it.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
 }
