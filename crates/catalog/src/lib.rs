@@ -6,7 +6,7 @@
 //! those chunks are durable in the chunk store; a stream is never half
 //! there. The protocol is written once ([`sql::SqlCatalog`]) over a small
 //! transaction trait; backends are dialect adapters: [`SqliteCatalog`]
-//! (the embedded default).
+//! (the embedded default) and [`PostgresCatalog`] (the distributed one).
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -15,6 +15,7 @@ pub mod sql;
 
 pub use decorators::{CatalogHook, FaultyCatalog, HookedCatalog, RetryingCatalog};
 pub use sql::SqlCatalog;
+pub use sql::postgres::{Postgres, PostgresCatalog};
 pub use sql::sqlite::{Sqlite, SqliteCatalog};
 
 /// The name of the lease a running scrub holds.
@@ -54,6 +55,10 @@ pub enum CatalogError {
         /// The newest this build knows.
         supported: i64,
     },
+    /// The catalog's configuration is wrong: its URL, TLS material or
+    /// password file. The message says which (never a secret).
+    #[error("{0}")]
+    Config(String),
     /// A project name is taken.
     #[error("a project named {0:?} already exists")]
     NameTaken(String),

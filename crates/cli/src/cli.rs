@@ -21,7 +21,9 @@ Environment:
   STRATA_REPO       repository directory (default ~/.local/share/strata)
   STRATA_STATE_DIR  this host's local state (default ~/.local/state/strata)
   STRATA_CHUNKS     chunk store URL overriding strata.toml (file:///path)
-  STRATA_CATALOG    catalog URL overriding strata.toml (sqlite:///path)
+  STRATA_CATALOG    catalog URL overriding strata.toml (sqlite:///path, or
+                    postgres://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA&password_file=FILE)
+  STRATA_CATALOG_PASSWORD  the PostgreSQL password, when no password_file is named
   STRATA_LOG        log filter for stderr (e.g. debug)";
 
 /// strata: project directories as chains of deduplicated snapshot streams.
@@ -104,15 +106,17 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
     };
     let quiet = cli.quiet;
     let created = std::cell::Cell::new(false);
+    let announce = |p: &std::path::Path| {
+        created.set(true);
+        if !quiet {
+            eprintln!("strata: created a new repository at {}", p.display());
+        }
+    };
     // Only commands that write a snapshot create a repository; the others
     // say there is none.
     let repo = match &cli.command {
-        Command::Save(_) | Command::Init => Repository::open_or_create(&path, &|p| {
-            created.set(true);
-            if !quiet {
-                eprintln!("strata: created a new repository at {}", p.display());
-            }
-        })?,
+        Command::Init => Repository::init(&path, &announce)?,
+        Command::Save(_) => Repository::open_or_create(&path, &announce)?,
         _ => Repository::open(&path)?,
     };
     match &cli.command {

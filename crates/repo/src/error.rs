@@ -100,7 +100,7 @@ impl From<strata_catalog::CatalogError> for Error {
             C::SaveGone(_) | C::BaseGone(_) | C::BaseUnreachable(_) | C::StartNeeded { .. } => {
                 Error::Retry(e.to_string())
             }
-            strata_catalog::CatalogError::NameTaken(_) => Error::Input(e.to_string()),
+            C::NameTaken(_) | C::Config(_) => Error::Input(e.to_string()),
             strata_catalog::CatalogError::Invalid(_) => Error::corrupt("catalog", e),
             _ => Error::system("catalog", e),
         }

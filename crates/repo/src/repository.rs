@@ -53,7 +53,32 @@ pub fn default_path() -> Result<PathBuf> {
         .ok_or_else(|| Error::Input("no data directory (set STRATA_REPO or HOME)".into()))
 }
 
+/// The catalog URL: `STRATA_CATALOG`, else the configuration's.
+fn catalog_url(config: &RepoConfig) -> Option<String> {
+    std::env::var("STRATA_CATALOG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| config.storage.catalog.clone())
+}
+
 impl Repository {
+    /// Creates the repository at `path` if needed and its catalog's schema
+    /// (`strata init`): on PostgreSQL this runs the migrations, with the
+    /// role the catalog URL names.
+    ///
+    /// # Errors
+    /// As [`Repository::open_or_create`].
+    pub fn init(path: &Path, on_create: &dyn Fn(&Path)) -> Result<Self> {
+        let cfg_path = path.join(CONFIG_FILE);
+        let config = if cfg_path.exists() {
+            RepoConfig::load(&cfg_path)?
+        } else {
+            RepoConfig::default()
+        };
+        crate::backends::init_catalog(catalog_url(&config).as_deref())?;
+        Self::open_or_create(path, on_create)
+    }
+
     /// Opens the existing repository at `path`.
     ///
     /// # Errors
@@ -99,10 +124,7 @@ impl Repository {
             .filter(|s| !s.is_empty())
             .or_else(|| config.storage.chunks.clone());
         let store = crate::backends::open_store(chunks_url.as_deref(), path)?;
-        let catalog_url = std::env::var("STRATA_CATALOG")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| config.storage.catalog.clone());
+        let catalog_url = catalog_url(&config);
         let catalog = crate::backends::open_catalog(catalog_url.as_deref(), path)?;
         let id = catalog.repo_id()?;
         Ok(Self {

@@ -1,0 +1,175 @@
+//! The catalog conformance suite on a real PostgreSQL server over verified
+//! TLS, as `scripts/cluster up` starts it (`scripts/test` does, once per
+//! run, and exports `STRATA_TEST_PG_ADMIN_URL`). Each case gets a fresh
+//! database. Also: the concurrent claims-versus-dooms case on two pools
+//! (SERIALIZABLE, with serialisation failures retried), and refusals of a
+//! wrong CA, a wrong host name and a password file others can read, none
+//! of which ever shows a secret.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod};
+use postgres_openssl::MakeTlsConnector;
+use strata_catalog::conformance;
+use strata_catalog::{Catalog, PostgresCatalog, RetryingCatalog};
+use strata_core::RetryPolicy;
+
+/// The superuser URL of the test cluster, or `None` (then the test says it
+/// is skipped; under CI a missing cluster is a failure).
+fn admin_url() -> Option<String> {
+    match std::env::var("STRATA_TEST_PG_ADMIN_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "STRATA_TEST_PG_ADMIN_URL is not set: scripts/test starts PostgreSQL (scripts/cluster up) and exports it"
+            )
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: no PostgreSQL (run scripts/test, or eval \"$(scripts/cluster env)\")"
+            );
+            None
+        }
+    }
+}
+
+fn param<'a>(url: &'a str, key: &str) -> &'a str {
+    url.split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing from {url}"))
+}
+
+/// Creates a fresh database and returns the admin URL pointing at it.
+fn fresh_database(admin: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "strata_case_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(param(admin, "sslrootcert")).unwrap();
+    let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let password = std::fs::read_to_string(param(admin, "password_file")).unwrap();
+    let mut client = postgres::Config::new()
+        .host(host)
+        .port(port.parse().unwrap())
+        .user("strata_admin")
+        .password(password.trim())
+        .dbname("postgres")
+        .ssl_mode(postgres::config::SslMode::Require)
+        .connect(MakeTlsConnector::new(b.build()))
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    admin.replacen("/postgres?", &format!("/{name}?"), 1)
+}
+
+fn retrying(c: PostgresCatalog) -> RetryingCatalog<PostgresCatalog> {
+    RetryingCatalog::new(
+        c,
+        RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(50),
+            max_attempts: 50,
+            max_elapsed: Duration::from_secs(30),
+        },
+    )
+}
+
+#[test]
+fn postgres_passes_the_catalog_conformance_suite() {
+    let Some(admin) = admin_url() else { return };
+    conformance::run_all(
+        &|| retrying(PostgresCatalog::migrate(&fresh_database(&admin)).unwrap()),
+        true,
+    );
+}
+
+#[test]
+fn postgres_claims_race_scrub_dooms_on_two_pools() {
+    let Some(admin) = admin_url() else { return };
+    let url = fresh_database(&admin);
+    PostgresCatalog::migrate(&url).unwrap();
+    let a = retrying(PostgresCatalog::connect(&url, 4).unwrap());
+    let b = retrying(PostgresCatalog::connect(&url, 4).unwrap());
+    conformance::claims_race_scrub_dooms(&a, &b, 200);
+}
+
+#[test]
+fn a_schema_is_made_by_migrate_only_and_survives_reconnects() {
+    let Some(admin) = admin_url() else { return };
+    let url = fresh_database(&admin);
+    let err = PostgresCatalog::connect(&url, 2).unwrap_err().to_string();
+    assert!(err.contains("strata init"), "{err}");
+    let id = PostgresCatalog::migrate(&url).unwrap().repo_id().unwrap();
+    // Again: a no-op, same repository.
+    assert_eq!(
+        PostgresCatalog::migrate(&url).unwrap().repo_id().unwrap(),
+        id
+    );
+    let cat = PostgresCatalog::connect(&url, 2).unwrap();
+    assert_eq!(cat.repo_id().unwrap(), id);
+    cat.create_project("p", 1).unwrap();
+    assert_eq!(cat.projects().unwrap().len(), 1);
+}
+
+#[test]
+fn wrong_ca_wrong_host_and_loose_password_files_are_refused_without_secrets() {
+    let Some(admin) = admin_url() else { return };
+    let password = std::fs::read_to_string(param(&admin, "password_file")).unwrap();
+    let secret = password.trim();
+
+    // A certificate from another CA.
+    let other_ca = std::env::var("STRATA_TEST_PG_OTHER_CA").unwrap();
+    let url = admin.replace(param(&admin, "sslrootcert"), &other_ca);
+    let err = PostgresCatalog::connect(&url, 1).unwrap_err().to_string();
+    assert!(err.contains("certificate verify failed"), "{err}");
+    assert!(!err.contains(secret), "{err}");
+
+    // The right CA, the wrong name: the certificate is for 127.0.0.1.
+    let by_name = admin.replace("@127.0.0.1:", "@localhost:");
+    let err = PostgresCatalog::connect(&by_name, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate verify failed"), "{err}");
+    // verify-ca checks the CA only: the same name is accepted.
+    let ca_only = by_name.replace("sslmode=verify-full", "sslmode=verify-ca");
+    PostgresCatalog::connect(&ca_only, 1).unwrap_err(); // no schema in `postgres`
+    // (it connected: the error is about the schema, not TLS)
+    let err = PostgresCatalog::connect(&ca_only, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("strata init"), "{err}");
+
+    // Plaintext is never attempted.
+    let plain = admin.replace("sslmode=verify-full", "sslmode=disable");
+    let err = PostgresCatalog::connect(&plain, 1).unwrap_err().to_string();
+    assert!(err.contains("refused"), "{err}");
+
+    // A password file others can read is refused before it is read.
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("pw");
+    std::fs::write(&loose, secret).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = admin.replace(param(&admin, "password_file"), loose.to_str().unwrap());
+    let err = PostgresCatalog::connect(&url, 1).unwrap_err().to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains(secret), "{err}");
+
+    // A wrong password: refused, named, and not echoed.
+    std::fs::write(&loose, "not-the-password").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = PostgresCatalog::connect(&url, 1).unwrap_err().to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(
+        !err.contains("not-the-password") && !err.contains(secret),
+        "{err}"
+    );
+}

@@ -1,0 +1,154 @@
+//! The binary with its catalog in PostgreSQL (over verified TLS, as
+//! `scripts/cluster up` starts it): the same commands as the embedded
+//! default, `strata init` making the schema, and no secret in a debug log
+//! or an error.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use common::Env;
+use strata_testing::tree;
+
+fn admin_url() -> Option<String> {
+    match std::env::var("STRATA_TEST_PG_ADMIN_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("STRATA_TEST_PG_ADMIN_URL is not set: scripts/test starts PostgreSQL")
+        }
+        _ => {
+            eprintln!("SKIPPED: no PostgreSQL (run scripts/test)");
+            None
+        }
+    }
+}
+
+fn param<'a>(url: &'a str, key: &str) -> &'a str {
+    url.split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing"))
+}
+
+/// A fresh database (made with psql over TLS, the password on its
+/// environment, never in argv) and the catalog URL for it.
+fn fresh(admin: &str, name: &str) -> (String, String) {
+    let password = fs::read_to_string(param(admin, "password_file")).unwrap();
+    let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let db = format!("strata_cli_{name}_{}", std::process::id());
+    let ok = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "strata_admin",
+            "-d",
+            "postgres",
+        ])
+        .args(["-c", &format!("CREATE DATABASE {db}")])
+        .env("PGPASSWORD", password.trim())
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", param(admin, "sslrootcert"))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    (
+        admin.replacen("/postgres?", &format!("/{db}?"), 1),
+        password.trim().to_string(),
+    )
+}
+
+#[test]
+fn save_and_restore_with_the_catalog_in_postgres() {
+    let Some(admin) = admin_url() else { return };
+    let (url, secret) = fresh(&admin, "roundtrip");
+    let env = Env::new();
+    let cmd = || {
+        let mut c = env.cmd();
+        c.env("STRATA_CATALOG", &url);
+        c
+    };
+    let p = env.path("proj");
+    fs::create_dir(&p).unwrap();
+    // Before init there is no schema, and the error says what to run.
+    cmd()
+        .args(["save", p.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("strata init"));
+    cmd().arg("init").assert().success();
+
+    tree::sample_tree(&p);
+    let first = tree::capture(&p);
+    let save = |extra: &[&str]| {
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let out = cmd()
+            .env("STRATA_LOG", "debug")
+            .args(["--json", "save", p.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        // A debug log of a save holds no secret.
+        assert!(!stderr.contains(&secret), "the password is in the log");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(!stdout.contains(&secret));
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["event"] == "saved")
+            .unwrap()
+    };
+    let s1 = save(&[]);
+    assert_eq!(s1["kind"], "full");
+    fs::write(
+        p.join("docs/notes.md"),
+        b"edited on a host with a PostgreSQL catalog\n",
+    )
+    .unwrap();
+    let s2 = save(&[]);
+    assert_eq!(s2["kind"], "incremental");
+    let second = tree::capture(&p);
+
+    for (snap, want) in [(&s1, &first), (&s2, &second)] {
+        let out = env.path(&format!("out-{}", snap["snapshot"].as_str().unwrap()));
+        cmd()
+            .args(["restore", "proj", out.to_str().unwrap()])
+            .args(["--snapshot", snap["snapshot"].as_str().unwrap()])
+            .assert()
+            .success();
+        tree::assert_same(want, &tree::capture(&out), "restore");
+    }
+    let check = cmd()
+        .args(["--json", "check", "--read-data"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A wrong CA: refused, named, nothing secret in the message.
+    let other = std::env::var("STRATA_TEST_PG_OTHER_CA").unwrap();
+    let bad = url.replace(param(&url, "sslrootcert"), &other);
+    let out = env
+        .cmd()
+        .env("STRATA_CATALOG", &bad)
+        .arg("projects")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    assert!(!stderr.contains(&secret));
+}
