@@ -59,6 +59,17 @@ pub enum CatalogError {
     /// password file. The message says which (never a secret).
     #[error("{0}")]
     Config(String),
+    /// The catalog's role may not do this (a compute host's role running
+    /// trim or scrub, say): nothing was changed.
+    #[error(
+        "catalog {op}: permission denied ({why}); nothing was changed. Trim, scrub and forget-fork need the maintenance role, schema changes the owner's"
+    )]
+    PermissionDenied {
+        /// The catalog call refused.
+        op: &'static str,
+        /// The database's words.
+        why: String,
+    },
     /// A project name is taken.
     #[error("a project named {0:?} already exists")]
     NameTaken(String),

@@ -84,10 +84,13 @@ pub fn run() -> i32 {
     match dispatch(&cli, &out) {
         Ok(()) => 0,
         Err(e) => {
-            let code = match e
-                .downcast_ref::<strata_repo::Error>()
-                .map(strata_repo::Error::kind)
-            {
+            let kind = match e.downcast_ref::<strata_repo::Error>() {
+                Some(r) => Some(r.kind()),
+                None => e
+                    .downcast_ref::<strata_repo::CatalogError>()
+                    .map(strata_repo::catalog_kind),
+            };
+            let code = match kind {
                 Some(ErrorKind::Input) => 2,
                 Some(ErrorKind::Corrupt) => 3,
                 Some(ErrorKind::Retry) => 4,

@@ -152,3 +152,89 @@ fn save_and_restore_with_the_catalog_in_postgres() {
     assert!(stderr.contains("certificate verify failed"), "{stderr}");
     assert!(!stderr.contains(&secret));
 }
+
+/// Least privilege: a compute host's role saves, restores and lists, and
+/// gets a clear permission error from trim and scrub, which change nothing;
+/// the maintenance role trims.
+#[test]
+fn the_host_role_cannot_trim_or_scrub_and_the_maintenance_role_can() {
+    let Some(admin) = admin_url() else { return };
+    let (owner_url, _) = fresh(&admin, "roles");
+    let as_role = |role: &str| {
+        owner_url
+            .replacen("strata_admin@", &format!("{role}@"), 1)
+            .replace("secrets/strata_admin", &format!("secrets/{role}"))
+    };
+    let (host, maint) = (as_role("strata_host"), as_role("strata_maint"));
+    let env = Env::new();
+    env.configure("rebase", "max-incrementals = 1");
+    let run = |url: &str, args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("STRATA_CATALOG", url).args(args);
+        c
+    };
+    // The owner makes the schema and grants; hosts never run DDL.
+    run(&host, &["init"]).assert().code(2);
+    run(&owner_url, &["init"]).assert().success();
+
+    let p = env.path("proj");
+    fs::create_dir(&p).unwrap();
+    for round in 0..3 {
+        fs::write(p.join("f"), format!("round {round}")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        run(&host, &["save", p.to_str().unwrap()])
+            .assert()
+            .success();
+    }
+    let want = tree::capture(&p);
+    // Retention is the maintenance role's to set.
+    run(&host, &["retention", "proj", "--keep-last", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("permission denied"));
+    run(
+        &maint,
+        &[
+            "retention",
+            "proj",
+            "--keep-last",
+            "1",
+            "--keep-hourly",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+        ],
+    )
+    .assert()
+    .success();
+    let streams = |url: &str| {
+        let out = run(url, &["--json", "streams", "proj"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"type\":\"stream\""))
+            .count()
+    };
+    assert_eq!(streams(&host), 3);
+    for args in [&["trim", "--all"][..], &["scrub", "--grace", "0"][..]] {
+        run(&host, args)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("permission denied"))
+            .stderr(predicates::str::contains("maintenance role"));
+        assert_eq!(streams(&host), 3, "{args:?} changed something");
+    }
+    run(&maint, &["trim", "--all"]).assert().success();
+    assert_eq!(streams(&host), 1);
+    run(&maint, &["scrub", "--grace", "0"]).assert().success();
+    let out = env.path("out");
+    run(&host, &["restore", "proj", out.to_str().unwrap()])
+        .assert()
+        .success();
+    tree::assert_same(&want, &tree::capture(&out), "restore after trim and scrub");
+}

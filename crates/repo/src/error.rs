@@ -93,16 +93,28 @@ impl Error {
     }
 }
 
+/// What the caller should do about a catalog error (the same mapping as
+/// the conversion into [`Error`], for callers that hold the catalog's
+/// error itself).
+pub fn catalog_kind(e: &strata_catalog::CatalogError) -> ErrorKind {
+    use strata_catalog::CatalogError as C;
+    match e {
+        C::SaveGone(_) | C::BaseGone(_) | C::BaseUnreachable(_) | C::StartNeeded { .. } => {
+            ErrorKind::Retry
+        }
+        C::NameTaken(_) | C::Config(_) | C::PermissionDenied { .. } => ErrorKind::Input,
+        C::Invalid(_) => ErrorKind::Corrupt,
+        _ => ErrorKind::System,
+    }
+}
+
 impl From<strata_catalog::CatalogError> for Error {
     fn from(e: strata_catalog::CatalogError) -> Self {
-        use strata_catalog::CatalogError as C;
-        match e {
-            C::SaveGone(_) | C::BaseGone(_) | C::BaseUnreachable(_) | C::StartNeeded { .. } => {
-                Error::Retry(e.to_string())
-            }
-            C::NameTaken(_) | C::Config(_) => Error::Input(e.to_string()),
-            strata_catalog::CatalogError::Invalid(_) => Error::corrupt("catalog", e),
-            _ => Error::system("catalog", e),
+        match catalog_kind(&e) {
+            ErrorKind::Retry => Error::Retry(e.to_string()),
+            ErrorKind::Input => Error::Input(e.to_string()),
+            ErrorKind::Corrupt => Error::corrupt("catalog", e),
+            ErrorKind::System => Error::system("catalog", e),
         }
     }
 }

@@ -20,11 +20,12 @@ pub mod trim;
 pub mod worktree;
 
 pub use check::{CheckOptions, CheckReport, Problem, ProblemKind, check};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, catalog_kind};
 pub use progress::{NoProgress, Progress};
 pub use repository::Repository;
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use save::{SaveOptions, SaveReport, save};
 pub use scrub::{ScrubOptions, ScrubReport, scrub};
+pub use strata_catalog::CatalogError;
 pub use strata_engine::native::Owners;
 pub use trim::{TrimReport, forget_fork, retention_of, trim};

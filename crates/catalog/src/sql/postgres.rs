@@ -107,6 +107,25 @@ CREATE TABLE leases (
 );
 "#];
 
+/// Least privilege (`docs/deploy.md`), applied by every migration run to
+/// the roles that exist: `strata_host`, what a compute host needs to save,
+/// restore and list (no DELETE of streams, manifests or chunk rows, no
+/// change of retention, no lease); `strata_maint`, what trim, scrub and
+/// check need. The owner (who runs `strata init`) keeps the DDL.
+const GRANTS: &str = "
+DO $$ BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'strata_host') THEN
+    GRANT SELECT ON ALL TABLES IN SCHEMA public TO strata_host;
+    GRANT INSERT ON projects, streams, manifests, chunks, saves, intents TO strata_host;
+    GRANT UPDATE (unref_since_ms) ON chunks TO strata_host;
+    GRANT UPDATE (expires_ms) ON saves TO strata_host;
+    GRANT DELETE ON saves, intents TO strata_host;
+  END IF;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'strata_maint') THEN
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO strata_maint;
+  END IF;
+END $$;";
+
 type Pool = r2d2::Pool<PostgresConnectionManager<MakeTlsConnector>>;
 
 /// A PostgreSQL database as a [`Dialect`]: a pool of verified TLS
@@ -278,6 +297,14 @@ fn backend(op: &'static str, e: postgres::Error) -> CatalogError {
             .as_db_error()
             .is_none_or(|d| d.code() != &SqlState::INSUFFICIENT_PRIVILEGE);
     let transient = transient && !is_tls_refusal(&e);
+    if let Some(d) = e.as_db_error()
+        && d.code() == &SqlState::INSUFFICIENT_PRIVILEGE
+    {
+        return CatalogError::PermissionDenied {
+            op,
+            why: d.message().to_string(),
+        };
+    }
     CatalogError::Backend {
         op,
         transient,
@@ -386,6 +413,7 @@ impl SqlCatalog<Postgres> {
             }
             tx.commit().map_err(e)?;
         }
+        conn.batch_execute(GRANTS).map_err(e)?;
         drop(conn);
         Ok(cat)
     }
