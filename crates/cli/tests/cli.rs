@@ -257,3 +257,34 @@ fn quiet_json_and_broken_pipe() {
         );
     }
 }
+
+/// Many hosts, one repository: the host id is explicit (`STRATA_HOST_ID`)
+/// and recorded with each stream; settings every host must agree on live in
+/// the catalog, and a host whose own settings differ is refused, naming both.
+#[test]
+fn host_ids_are_recorded_and_hosts_must_agree_on_settings() {
+    let env = Env::new();
+    let p = env.path("proj");
+    fs::create_dir(&p).unwrap();
+    fs::write(p.join("f"), b"one").unwrap();
+    env.cmd()
+        .env("STRATA_HOST_ID", "host-a")
+        .args(["--quiet", "save", p.to_str().unwrap()])
+        .assert()
+        .success();
+    let streams = env.json(&["streams", "proj"]);
+    let stream = streams.iter().find(|v| v["type"] == "stream").unwrap();
+    assert_eq!(stream["host"], "host-a", "{stream}");
+
+    // Another host's strata.toml with another chunker.
+    env.configure(
+        "chunker",
+        "min-size = 65536\navg-size = 262144\nmax-size = 1048576\nzstd-level = 3",
+    );
+    env.cmd()
+        .arg("projects")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("differ from the repository"))
+        .stderr(predicates::str::contains("avg-size=262144"));
+}

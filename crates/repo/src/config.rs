@@ -31,6 +31,10 @@ pub struct RepoConfig {
     /// When a save writes a full stream instead of an incremental.
     #[serde(default)]
     pub rebase: RebaseSection,
+    /// This host's id, when `STRATA_HOST_ID` does not say (default: the
+    /// machine id). Hosts sharing a repository must have distinct ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
 }
 
 /// `[rebase]`: a save writes a new full stream when the chain since the
@@ -81,6 +85,23 @@ pub struct StorageSection {
     pub catalog: Option<String>,
 }
 
+impl RepoConfig {
+    /// What every host of the repository must agree on, as the catalog
+    /// records it: the chunker (chunk boundaries decide deduplication) and
+    /// the stream format this build writes.
+    pub fn shared_settings(&self) -> String {
+        let c = &self.chunker;
+        format!(
+            "chunker min-size={} avg-size={} max-size={} zstd-level={}; native stream version {}",
+            c.min_size,
+            c.avg_size,
+            c.max_size,
+            c.zstd_level,
+            strata_engine::format::STREAM_VERSION
+        )
+    }
+}
+
 impl Default for RepoConfig {
     fn default() -> Self {
         let c = ChunkerConfig::default();
@@ -95,6 +116,7 @@ impl Default for RepoConfig {
             storage: StorageSection::default(),
             retention: strata_core::Retention::default(),
             rebase: RebaseSection::default(),
+            host_id: None,
         }
     }
 }

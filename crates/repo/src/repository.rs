@@ -27,6 +27,52 @@ pub struct Repository {
     /// This host's local state (which directory holds which snapshot):
     /// `$STRATA_STATE_DIR` or `~/.local/state/strata` unless replaced.
     pub state_dir: PathBuf,
+    /// This host's id: `STRATA_HOST_ID`, else `host-id` in `strata.toml`,
+    /// else the machine id (`/etc/machine-id`), else the host name. Recorded
+    /// with every stream and save, so liveness and forks are told apart
+    /// per host even when several simulated hosts share a machine.
+    pub host_id: String,
+}
+
+/// The settings key under which the catalog records what every host must
+/// agree on ([`RepoConfig::shared_settings`]).
+pub const SETTINGS_KEY: &str = "settings";
+
+fn host_id(config: &RepoConfig) -> String {
+    std::env::var("STRATA_HOST_ID")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| config.host_id.clone())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/machine-id")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(crate::save::hostname)
+}
+
+/// Compares this host's shared settings with the catalog's record, and
+/// records them when the catalog has none (the first host to open a new
+/// repository; a role that may not write the record leaves it to `strata
+/// init`).
+///
+/// # Errors
+/// [`Error::Input`] naming both when they differ.
+fn agree_on_settings(config: &RepoConfig, catalog: &dyn Catalog, path: &Path) -> Result<()> {
+    let mine = config.shared_settings();
+    match catalog.repo_value(SETTINGS_KEY)? {
+        Some(theirs) if theirs == mine => Ok(()),
+        Some(theirs) => Err(Error::Input(format!(
+            "this host's settings ({} in {}) differ from the repository's ({theirs}); every host of a repository must use the same chunker and formats: copy the repository's [chunker] section, or use another repository",
+            mine,
+            path.join(CONFIG_FILE).display()
+        ))),
+        None => match catalog.set_repo_value(SETTINGS_KEY, Some(&mine)) {
+            Ok(()) | Err(strata_catalog::CatalogError::PermissionDenied { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    }
 }
 
 impl std::fmt::Debug for Repository {
@@ -126,9 +172,11 @@ impl Repository {
         let store = crate::backends::open_store(chunks_url.as_deref(), path)?;
         let catalog_url = catalog_url(&config);
         let catalog = crate::backends::open_catalog(catalog_url.as_deref(), path)?;
+        agree_on_settings(&config, catalog.as_ref(), path)?;
         let id = catalog.repo_id()?;
         Ok(Self {
             path: path.to_path_buf(),
+            host_id: host_id(&config),
             config,
             store,
             catalog,

@@ -33,7 +33,7 @@ pub struct SaveOptions {
     pub project: Option<String>,
     /// Worker threads for compression and upload (default: one per core).
     pub workers: Option<usize>,
-    /// The host name recorded with the stream (default: this host's).
+    /// The host recorded with the stream (default: [`Repository::host_id`]).
     pub host: Option<String>,
     /// Scan the tree's size alongside the save so progress has a total
     /// (and an ETA); costs a second walk of metadata.
@@ -66,14 +66,16 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
-/// Who runs a save, as its catalog record names it: this host's name,
-/// boot id and pid namespace (`host boot:ID pidns:INODE`), so scrub judges a
-/// save's process dead only from the same machine, boot and namespace
-/// (containers and cloned machines may share a host name).
-pub fn save_host() -> String {
+/// Who runs a save, as its catalog record names it: the repository's host
+/// id ([`Repository::host_id`]), this machine's boot id and pid namespace
+/// (`ID boot:BOOT pidns:INODE`), so scrub judges a save's process dead only
+/// from the same host, boot and namespace (containers and cloned machines
+/// may share a host name; simulated hosts on one machine have their own
+/// ids).
+pub fn save_host(repo: &Repository) -> String {
     use std::os::unix::fs::MetadataExt;
-    let mut host = hostname();
-    // The boot id tells apart machines that share a host name (the
+    let mut host = repo.host_id.clone();
+    // The boot id tells apart machines that share a host id (the
     // initial pid namespace has the same inode everywhere).
     if let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
         host.push_str(&format!(" boot:{}", boot.trim()));
@@ -190,7 +192,7 @@ pub fn save(
     let ttl_ms = SAVE_TTL.as_millis() as i64;
     repo.catalog.begin_save(&SaveRecord {
         id: save_id,
-        host: save_host(),
+        host: save_host(repo),
         pid,
         process_start: process_start(pid).unwrap_or(0),
         started_ms: now,
@@ -230,7 +232,7 @@ pub fn save(
             new_bytes,
             new_stored_bytes,
             created_ms: repo.clock.now_ms(),
-            host: opts.host.clone().unwrap_or_else(hostname),
+            host: opts.host.clone().unwrap_or_else(|| repo.host_id.clone()),
         };
         let new_chunks: Vec<NewChunk> = stored
             .new_chunks

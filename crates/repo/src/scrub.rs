@@ -26,7 +26,7 @@ use strata_core::{ChunkId, ChunkKey};
 use crate::error::{Error, Result};
 use crate::liveness::{SCRUB_LEASE_TTL, is_alive, with_heartbeat};
 use crate::repository::Repository;
-use crate::save::{hostname, save_host};
+use crate::save::save_host;
 
 /// Settings for [`scrub`].
 #[derive(Debug, Clone, Copy)]
@@ -103,7 +103,7 @@ pub struct ScrubReport {
 pub fn scrub(repo: &Repository, opts: &ScrubOptions) -> Result<ScrubReport> {
     let owner = format!(
         "{}:{}:{}",
-        hostname(),
+        repo.host_id,
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
@@ -165,7 +165,7 @@ fn run(repo: &Repository, owner: &str, opts: &ScrubOptions) -> Result<ScrubRepor
     // transaction that checks the expiry again), and those whose process
     // on this host is gone.
     let now = repo.clock.now_ms();
-    let this_host = save_host();
+    let this_host = save_host(repo);
     for s in cat.saves()? {
         let lapsed = s.expires_ms < now;
         if !lapsed && (s.host != this_host || is_alive(s.pid, s.process_start)) {
