@@ -3,7 +3,8 @@
 //! retrying decorators (rustic's `backend/choose.rs` is the model). The
 //! rest of strata sees only the `ChunkStore` and `Catalog` traits.
 //!
-//! Accepted today: `file:///absolute/path` for chunks;
+//! Accepted today: `file:///absolute/path` and `s3://BUCKET?endpoint=https://…`
+//! (see `strata_store::S3Store`) for chunks;
 //! `sqlite:///absolute/path` and `postgres://…?sslmode=verify-full&…` (see
 //! `strata_catalog::sql::postgres`) for the catalog. The embedded default
 //! (no URL) is `<repo>/chunks` and `<repo>/catalog.sqlite`.
@@ -11,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use strata_catalog::{Catalog, PostgresCatalog, RetryingCatalog, SqliteCatalog};
-use strata_store::{ChunkStore, FileStore, RetryPolicy, RetryingStore};
+use strata_store::{ChunkStore, FileStore, RetryPolicy, RetryingStore, S3Store};
 
 use crate::error::{Error, Result};
 
@@ -20,6 +21,8 @@ use crate::error::{Error, Result};
 pub enum ChunksUrl {
     /// A local directory.
     File(PathBuf),
+    /// An S3 bucket (the whole URL: endpoint, CA, credentials file).
+    S3(String),
 }
 
 /// Where the catalog lives.
@@ -45,14 +48,12 @@ impl ChunksUrl {
         if let Some(p) = local_path(url, "file") {
             return Ok(ChunksUrl::File(p));
         }
-        let scheme = url.split("://").next().unwrap_or("");
-        Err(Error::Input(if scheme == "s3" {
-            format!(
-                "chunk store {url:?}: S3 stores are not part of this build yet; use file:///absolute/path"
-            )
-        } else {
-            format!("chunk store {url:?}: expected file:///absolute/path")
-        }))
+        if url.starts_with("s3://") {
+            return Ok(ChunksUrl::S3(url.to_string()));
+        }
+        Err(Error::Input(format!(
+            "chunk store {url:?}: expected file:///absolute/path or s3://BUCKET?endpoint=https://HOST:PORT&ca=CA.pem&credentials=FILE"
+        )))
     }
 }
 
@@ -81,11 +82,15 @@ impl CatalogUrl {
 /// # Errors
 /// [`Error::Input`] for a bad URL; the store's error when it cannot open.
 pub fn open_store(url: Option<&str>, repo: &Path) -> Result<Box<dyn ChunkStore>> {
-    let store = match url.map(ChunksUrl::parse).transpose()? {
-        Some(ChunksUrl::File(p)) => FileStore::open(p)?,
-        None => FileStore::open(repo.join("chunks"))?,
-    };
-    Ok(Box::new(RetryingStore::new(store, RetryPolicy::default())))
+    let policy = RetryPolicy::default();
+    Ok(match url.map(ChunksUrl::parse).transpose()? {
+        Some(ChunksUrl::S3(u)) => Box::new(RetryingStore::new(S3Store::open(&u)?, policy)),
+        Some(ChunksUrl::File(p)) => Box::new(RetryingStore::new(FileStore::open(p)?, policy)),
+        None => Box::new(RetryingStore::new(
+            FileStore::open(repo.join("chunks"))?,
+            policy,
+        )),
+    })
 }
 
 /// Opens the catalog at `url` (the repository's `catalog.sqlite` when
@@ -137,12 +142,11 @@ mod tests {
             ChunksUrl::File("/x/y".into())
         );
         assert!(ChunksUrl::parse("file://relative").is_err());
-        assert!(
-            ChunksUrl::parse("s3://b")
-                .unwrap_err()
-                .to_string()
-                .contains("S3")
+        assert_eq!(
+            ChunksUrl::parse("s3://b?endpoint=https://h:1").unwrap(),
+            ChunksUrl::S3("s3://b?endpoint=https://h:1".into())
         );
+        assert!(ChunksUrl::parse("ftp://b").is_err());
         assert_eq!(
             CatalogUrl::parse("sqlite:///c.db").unwrap(),
             CatalogUrl::Sqlite("/c.db".into())

@@ -121,6 +121,9 @@ impl From<strata_catalog::CatalogError> for Error {
 
 impl From<strata_store::StoreError> for Error {
     fn from(e: strata_store::StoreError) -> Self {
-        Error::system("chunk store", e)
+        match e {
+            strata_store::StoreError::Config(_) => Error::Input(e.to_string()),
+            _ => Error::system("chunk store", e),
+        }
     }
 }

@@ -232,9 +232,11 @@ fn apply_chain(
     owners: Owners,
     progress: &dyn Progress,
 ) -> Result<Applied> {
-    let workers = opts
-        .workers
-        .unwrap_or_else(|| strata_chunk::default_workers().max(4));
+    let workers = opts.workers.unwrap_or_else(|| {
+        strata_chunk::default_workers()
+            .max(4)
+            .max(repo.store.io_parallelism().unwrap_or(0))
+    });
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     progress.phase("restore", Some(total));
     let mut applied = Applied::default();

@@ -360,7 +360,9 @@ fn run_pipeline(
 ) -> Result<(SendSummary, Stored)> {
     let index_file = File::create(index_tmp)
         .map_err(|e| Error::system(format!("create {}", index_tmp.display()), e))?;
-    let workers = opts.workers.unwrap_or_else(strata_chunk::default_workers);
+    let workers = opts.workers.unwrap_or_else(|| {
+        strata_chunk::default_workers().max(repo.store.io_parallelism().unwrap_or(0))
+    });
     let cfg = repo.config.chunker();
     progress.phase("save", None);
     std::thread::scope(|s| {

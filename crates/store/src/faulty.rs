@@ -74,4 +74,7 @@ impl<S: ChunkStore> ChunkStore for FaultyStore<S> {
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }
+    fn io_parallelism(&self) -> Option<usize> {
+        self.inner.io_parallelism()
+    }
 }

@@ -91,4 +91,7 @@ impl<S: ChunkStore> ChunkStore for HookedStore<S> {
     fn describe(&self) -> String {
         format!("hooked({})", self.inner.describe())
     }
+    fn io_parallelism(&self) -> Option<usize> {
+        self.inner.io_parallelism()
+    }
 }

@@ -6,7 +6,8 @@
 //! retry. The bytes a store keeps are already encoded (compressed, checked)
 //! by `strata-chunk`; a store never looks inside them.
 //!
-//! Backends: [`FileStore`] (the embedded default, a local directory) and
+//! Backends: [`FileStore`] (the embedded default, a local directory),
+//! [`S3Store`] (an S3 bucket: Garage in the distributed deployment) and
 //! [`MemoryStore`] (tests). Decorators: [`RetryingStore`] retries transient
 //! failures with backoff and full jitter; [`FaultyStore`] injects failures
 //! and latency (tests); [`HookedStore`] runs a test's hook before puts,
@@ -20,12 +21,14 @@ mod file;
 mod hooked;
 mod memory;
 mod retry;
+mod s3;
 
 pub use faulty::FaultyStore;
 pub use file::FileStore;
 pub use hooked::{Hook, HookedStore};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryingStore};
+pub use s3::S3Store;
 pub use strata_core::Transient;
 
 use std::io;
@@ -47,6 +50,10 @@ pub enum StoreError {
         /// What the backend said.
         why: String,
     },
+    /// The store's configuration is wrong: its URL, TLS material or
+    /// credentials file. The message says which (never a secret).
+    #[error("{0}")]
+    Config(String),
     /// The chunk is not in the store.
     #[error("chunk {0} is missing from the chunk store")]
     NotFound(ChunkKey),
@@ -147,4 +154,12 @@ pub trait ChunkStore: Send + Sync {
 
     /// Where the store is, for messages.
     fn describe(&self) -> String;
+
+    /// How many calls to have in flight at once to keep this store busy:
+    /// `None` for a local store (the pipelines' CPU-sized defaults fit), a
+    /// larger number for a store across a network, whose latency only
+    /// parallel requests hide. Decorators pass it through.
+    fn io_parallelism(&self) -> Option<usize> {
+        None
+    }
 }

@@ -53,6 +53,9 @@ impl<S: ChunkStore> ChunkStore for RetryingStore<S> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn io_parallelism(&self) -> Option<usize> {
+        self.inner.io_parallelism()
+    }
 }
 
 impl<S: ChunkStore + ?Sized> ChunkStore for Box<S> {
@@ -77,6 +80,9 @@ impl<S: ChunkStore + ?Sized> ChunkStore for Box<S> {
     fn describe(&self) -> String {
         (**self).describe()
     }
+    fn io_parallelism(&self) -> Option<usize> {
+        (**self).io_parallelism()
+    }
 }
 
 /// Whether an I/O error is worth retrying.
@@ -97,7 +103,7 @@ impl Transient for StoreError {
             StoreError::Transient { .. } => true,
             StoreError::Backend { transient, .. } => *transient,
             StoreError::Io { source, .. } => transient_io(source),
-            StoreError::NotFound(_) => false,
+            StoreError::NotFound(_) | StoreError::Config(_) => false,
         }
     }
 }
