@@ -1,0 +1,87 @@
+//! The chunk-store conformance suite on the real Garage cluster, through
+//! nginx's TLS endpoint, as `scripts/cluster up` starts it (`scripts/test`
+//! does, once per run, and exports `STRATA_TEST_S3_URL`). Each case gets a
+//! fresh key prefix. Also: a certificate from another CA is refused at
+//! once (not retried), and no error shows the secret key.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use strata_core::{ChunkId, ChunkKey, Transient};
+use strata_store::{ChunkStore, RetryPolicy, RetryingStore, S3Store, conformance};
+
+fn s3_url() -> Option<String> {
+    match std::env::var("STRATA_TEST_S3_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "STRATA_TEST_S3_URL is not set: scripts/test starts Garage (scripts/cluster up) and exports it"
+            )
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: no Garage cluster (run scripts/test, or eval \"$(scripts/cluster env)\")"
+            );
+            None
+        }
+    }
+}
+
+fn with_prefix(url: &str, prefix: &str) -> String {
+    format!("{url}&prefix={prefix}/")
+}
+
+#[test]
+fn s3_on_garage_passes_the_store_conformance_suite() {
+    let Some(url) = s3_url() else { return };
+    let n = AtomicU32::new(0);
+    conformance::run_all(&|| {
+        let prefix = format!(
+            "conformance-{}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            n.fetch_add(1, Ordering::SeqCst)
+        );
+        RetryingStore::new(
+            S3Store::open(&with_prefix(&url, &prefix)).unwrap(),
+            RetryPolicy::default(),
+        )
+    });
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_at_once_without_secrets() {
+    let Some(url) = s3_url() else { return };
+    let other = std::env::var("STRATA_TEST_PG_OTHER_CA").unwrap();
+    let ca = url
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ca="))
+        .unwrap()
+        .to_string();
+    let bad = url.replace(&format!("ca={ca}"), &format!("ca={other}"));
+    let store = S3Store::open(&bad).unwrap();
+    let started = std::time::Instant::now();
+    let err = RetryingStore::new(store, RetryPolicy::default())
+        .get(&ChunkKey::from(ChunkId::of(b"x")))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(!err.is_transient(), "{text}");
+    assert!(text.contains("certificate"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "a refused certificate was retried"
+    );
+    let creds = url
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("credentials="))
+        .unwrap();
+    let secret = std::fs::read_to_string(creds).unwrap();
+    let secret = secret
+        .lines()
+        .find_map(|l| l.strip_prefix("secret_access_key = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(!text.contains(secret));
+}
