@@ -99,6 +99,49 @@ stop_node() { # node
 
 node_id() { GNODE=$1 gcli node id -q 2>/dev/null | head -n 1; }
 
+layout_version() {
+  gcli layout show 2>/dev/null | awk -F': *' '/Current cluster layout version/ {print $2; exit}'
+}
+
+# Replaces node N by a fresh, empty one at the same address: stop it, wipe
+# its metadata and data, start it (a new identity), swap the old identity
+# for the new one in the layout, and wait until the layout is stable again
+# (the metadata re-replicated) and the nodes' block resync queues drain.
+replace_node() { # node
+  local n=$1 ctl=1 old new v i q
+  [ "$n" = 1 ] && ctl=2
+  old=$(cat "$(node_dir "$n")/node_id" 2>/dev/null || true)
+  [ -n "$old" ] || { echo "cluster: node $n has no recorded id (was the cluster brought up by this script?)" >&2; return 1; }
+  stop_node "$n"
+  rm -rf "$(node_dir "$n")/meta" "$(node_dir "$n")/data"
+  start_node "$n"
+  new=$(node_id "$n")
+  GNODE=$ctl gcli node connect "$new" >/dev/null
+  GNODE=$ctl gcli layout remove "${old%%@*}" >/dev/null
+  GNODE=$ctl gcli layout assign -z "$(node_zone "$n")" -c 1G "${new%%@*}" >/dev/null
+  v=$(GNODE=$ctl layout_version)
+  GNODE=$ctl gcli layout apply --version "$(( ${v:-0} + 1 ))" >/dev/null
+  printf '%s\n' "$new" > "$(node_dir "$n")/node_id"
+  # The old identity will never come back: do not wait for its
+  # acknowledgement (Garage refuses this unless a quorum of every piece of
+  # metadata is on the remaining nodes).
+  for i in $(seq 1 240); do
+    if GNODE=$ctl gcli layout history 2>/dev/null | grep -q "stable state"; then break; fi
+    GNODE=$ctl gcli layout skip-dead-nodes --version "$(( ${v:-0} + 1 ))" >/dev/null 2>&1 || true
+    sleep 0.5
+  done
+  if ! GNODE=$ctl gcli layout history 2>/dev/null | grep -q "stable state"; then
+    echo "cluster: the layout did not become stable after replacing node $n" >&2
+    return 1
+  fi
+  for i in $(seq 1 40); do
+    q=$(GNODE=$ctl gcli status 2>/dev/null | awk '$NF ~ /cargo:/ {s += $(NF-1)} END {print s+0}')
+    [ "$q" = 0 ] && break
+    sleep 0.5
+  done
+  echo "cluster: node $n replaced (${old%%@*} -> ${new%%@*}); layout stable; block resync queue: ${q:-?}" >&2
+}
+
 # Writes secrets/<key>.s3 (mode 0600): the key's id and secret, read from
 # the CLI's output (never passed in argv).
 key_credentials() { # key name
@@ -186,6 +229,7 @@ garage_up() {
   fi
   local n v
   for n in 1 2 3; do start_node "$n"; done
+  for n in 1 2 3; do node_id "$n" > "$(node_dir "$n")/node_id"; done
   for n in 2 3; do gcli node connect "$(node_id "$n")" >/dev/null; done
   # The layout: 1 GB per node, two zones; applied once.
   if [ ! -e "$dir/garage/layout-applied" ]; then
