@@ -65,11 +65,16 @@ EOF
   )
 }
 
-node_running() {
-  local p
-  p="$(node_dir "$1")/pid"
-  [ -s "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null
+# True when the pid in file $1 is a live process whose command line holds
+# $2 (a stale pid file, or a pid reused by another program, is not).
+alive() {
+  [ -s "$1" ] || return 1
+  local pid
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
 }
+
+node_running() { alive "$(node_dir "$1")/pid" "$(node_dir "$1")/garage.toml"; }
 
 start_node() { # node
   local n=$1 d i
@@ -124,14 +129,20 @@ replace_node() { # node
   printf '%s\n' "$new" > "$(node_dir "$n")/node_id"
   # The old identity will never come back: do not wait for its
   # acknowledgement (Garage refuses this unless a quorum of every piece of
-  # metadata is on the remaining nodes).
+  # metadata is on the remaining nodes), and wait for the new version to
+  # be the only live one.
+  local target=$(( ${v:-0} + 1 )) stable=
   for i in $(seq 1 240); do
-    if GNODE=$ctl gcli layout history 2>/dev/null | grep -q "stable state"; then break; fi
-    GNODE=$ctl gcli layout skip-dead-nodes --version "$(( ${v:-0} + 1 ))" >/dev/null 2>&1 || true
+    if [ "$(GNODE=$ctl layout_version)" = "$target" ] &&
+      GNODE=$ctl gcli layout history 2>/dev/null | grep -q "stable state"; then
+      stable=1
+      break
+    fi
+    GNODE=$ctl gcli layout skip-dead-nodes --version "$target" >/dev/null 2>&1 || true
     sleep 0.5
   done
-  if ! GNODE=$ctl gcli layout history 2>/dev/null | grep -q "stable state"; then
-    echo "cluster: the layout did not become stable after replacing node $n" >&2
+  if [ -z "$stable" ]; then
+    echo "cluster: the layout did not become stable at version $target after replacing node $n" >&2
     return 1
   fi
   for i in $(seq 1 40); do
@@ -214,7 +225,7 @@ http {
   }
 }
 EOF
-  if [ -s "$d/nginx.pid" ] && kill -0 "$(cat "$d/nginx.pid")" 2>/dev/null; then
+  if alive "$d/nginx.pid" nginx; then
     /usr/sbin/nginx -c "$d/nginx.conf" -s reload
   else
     /usr/sbin/nginx -c "$d/nginx.conf"
@@ -250,7 +261,7 @@ garage_up() {
 
 garage_down() {
   local n
-  if [ -s "$dir/nginx/nginx.pid" ]; then
+  if alive "$dir/nginx/nginx.pid" nginx; then
     /usr/sbin/nginx -c "$dir/nginx/nginx.conf" -s stop 2>/dev/null || true
   fi
   for n in 1 2 3; do stop_node "$n"; done

@@ -56,7 +56,8 @@ fn new_chunk(id: ChunkId, generation: u32) -> NewChunk {
     }
 }
 
-fn stream(
+/// A stream record of `project` from `start` to `end`, `bytes` long.
+pub fn stream(
     project: ProjectId,
     start: Option<SnapshotId>,
     end: SnapshotId,

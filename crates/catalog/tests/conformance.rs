@@ -2,31 +2,9 @@
 //! SQLite backend: in memory, in a file, under injected faults with
 //! retries, and on two connections racing claims against scrub's dooms.
 
-use strata_catalog::conformance::{self, begin};
+use strata_catalog::conformance::{self, begin, stream};
 use strata_catalog::{Catalog, CatalogError, FaultyCatalog, RetryingCatalog, SqliteCatalog};
-use strata_core::{ProjectId, SnapshotId, StreamId, StreamInfo};
-
-fn stream(
-    project: ProjectId,
-    start: Option<SnapshotId>,
-    end: SnapshotId,
-    bytes: u64,
-) -> StreamInfo {
-    StreamInfo {
-        id: StreamId::random(),
-        project,
-        parent: start.clone(),
-        start,
-        end,
-        engine: "native".into(),
-        bytes,
-        chunks: 3,
-        new_bytes: bytes,
-        new_stored_bytes: bytes / 2,
-        created_ms: 42,
-        host: "host-a".into(),
-    }
-}
+use strata_core::SnapshotId;
 
 #[test]
 fn sqlite_in_memory() {

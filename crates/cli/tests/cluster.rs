@@ -7,60 +7,72 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Env;
 use strata_testing::tree;
 
-fn env_or_skip(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{name} is not set: scripts/test starts the cluster (scripts/cluster up)")
-        }
-        _ => {
-            eprintln!("SKIPPED: no cluster (run scripts/test)");
-            None
-        }
+/// A repository on the cluster for one test: a fresh PostgreSQL database
+/// (migrated by `strata init`) and its own key prefix in the bucket, with
+/// the host key.
+struct OnCluster {
+    env: Env,
+    catalog: String,
+    chunks: String,
+}
+
+impl OnCluster {
+    fn new(name: &str) -> Option<Self> {
+        let s3 = common::cluster_setting("STRATA_TEST_S3_URL")?;
+        let admin = common::cluster_setting("STRATA_TEST_PG_ADMIN_URL")?;
+        let (catalog, _) = common::fresh_pg_database(&admin, name);
+        let chunks = format!(
+            "{}&prefix={name}-{}/",
+            s3.replace("strata-maint.s3", "strata-host.s3"),
+            std::process::id()
+        );
+        let c = OnCluster {
+            env: Env::new(),
+            catalog,
+            chunks,
+        };
+        c.cmd().arg("init").assert().success();
+        Some(c)
     }
-}
 
-fn param<'a>(url: &'a str, key: &str) -> &'a str {
-    url.split_once('?')
-        .map_or("", |(_, q)| q)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing"))
-}
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut c = self.env.cmd();
+        c.env("STRATA_CATALOG", &self.catalog)
+            .env("STRATA_CHUNKS", &self.chunks);
+        c
+    }
 
-/// A fresh PostgreSQL database for this test, migrated by `strata init`.
-fn fresh_catalog(admin: &str, name: &str) -> String {
-    let password = fs::read_to_string(param(admin, "password_file")).unwrap();
-    let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let (host, port) = hostport.split_once(':').unwrap();
-    let db = format!("strata_cli_{name}_{}", std::process::id());
-    let ok = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            host,
-            "-p",
-            port,
-            "-U",
-            "strata_admin",
-            "-d",
-            "postgres",
-        ])
-        .args(["-c", &format!("CREATE DATABASE {db}")])
-        .env("PGPASSWORD", password.trim())
-        .env("PGSSLMODE", "verify-full")
-        .env("PGSSLROOTCERT", param(admin, "sslrootcert"))
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    admin.replacen("/postgres?", &format!("/{db}?"), 1)
+    fn restore_is(
+        &self,
+        snap: &str,
+        want: &std::collections::BTreeMap<String, tree::Node>,
+        tag: &str,
+    ) {
+        let out = self.env.path(&format!("{tag}-{snap}"));
+        self.cmd()
+            .args(["restore", "proj", out.to_str().unwrap(), "--snapshot", snap])
+            .assert()
+            .success();
+        tree::assert_same(want, &tree::capture(&out), snap);
+    }
+
+    fn check_is_clean(&self) {
+        let check = self
+            .cmd()
+            .args(["--json", "check", "--read-data"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success() && text.contains("\"problems\":0"),
+            "{text}"
+        );
+    }
 }
 
 fn secret_of(creds: &str) -> String {
@@ -75,36 +87,19 @@ fn secret_of(creds: &str) -> String {
 
 #[test]
 fn save_and_restore_through_garage_and_postgres_over_tls() {
-    let (Some(s3), Some(admin)) = (
-        env_or_skip("STRATA_TEST_S3_URL"),
-        env_or_skip("STRATA_TEST_PG_ADMIN_URL"),
-    ) else {
+    let Some(c) = OnCluster::new("e2e") else {
         return;
     };
-    let catalog = fresh_catalog(&admin, "cluster");
-    // Each run its own prefix in the shared bucket, with the host key.
-    let chunks = format!(
-        "{}&prefix=e2e-{}/",
-        s3.replace("strata-maint.s3", "strata-host.s3"),
-        std::process::id()
-    );
-    let s3_secret = secret_of(param(&chunks, "credentials"));
-    let env = Env::new();
-    let cmd = || {
-        let mut c = env.cmd();
-        c.env("STRATA_CATALOG", &catalog)
-            .env("STRATA_CHUNKS", &chunks);
-        c
-    };
-    cmd().arg("init").assert().success();
-    let p = env.path("proj");
+    let s3_secret = secret_of(common::url_param(&c.chunks, "credentials"));
+    let p = c.env.path("proj");
     fs::create_dir(&p).unwrap();
     tree::sample_tree(&p);
     fs::write(p.join("big.bin"), tree::content(6_000_000, 3)).unwrap();
     let first = tree::capture(&p);
     let save = || {
         std::thread::sleep(std::time::Duration::from_millis(60));
-        let out = cmd()
+        let out = c
+            .cmd()
             .env("STRATA_LOG", "debug")
             .args(["--json", "save", p.to_str().unwrap()])
             .output()
@@ -126,21 +121,9 @@ fn save_and_restore_through_garage_and_postgres_over_tls() {
     assert_eq!(s2["kind"], "incremental");
     let second = tree::capture(&p);
     for (snap, want) in [(&s1, &first), (&s2, &second)] {
-        let id = snap["snapshot"].as_str().unwrap();
-        let out = env.path(&format!("out-{id}"));
-        cmd()
-            .args(["restore", "proj", out.to_str().unwrap(), "--snapshot", id])
-            .assert()
-            .success();
-        tree::assert_same(want, &tree::capture(&out), id);
+        c.restore_is(snap["snapshot"].as_str().unwrap(), want, "out");
     }
-    let check = cmd()
-        .args(["--json", "check", "--read-data"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{text}");
-    assert!(text.contains("\"problems\":0"), "{text}");
+    c.check_is_clean();
 }
 
 /// Runs `scripts/cluster ARGS` (the same state directory as the suite's).
@@ -170,75 +153,46 @@ impl Drop for Restart {
 /// restores. One test, so that no other test ever sees two nodes down.
 #[test]
 fn a_save_completes_with_a_node_down_and_everything_restores_after_a_replace() {
-    let (Some(s3), Some(admin)) = (
-        env_or_skip("STRATA_TEST_S3_URL"),
-        env_or_skip("STRATA_TEST_PG_ADMIN_URL"),
-    ) else {
+    let Some(c) = OnCluster::new("nodedown") else {
         return;
     };
-    let catalog = fresh_catalog(&admin, "nodedown");
-    let chunks = format!(
-        "{}&prefix=nodedown-{}/",
-        s3.replace("strata-maint.s3", "strata-host.s3"),
-        std::process::id()
-    );
-    let env = Env::new();
-    let cmd = || {
-        let mut c = env.cmd();
-        c.env("STRATA_CATALOG", &catalog)
-            .env("STRATA_CHUNKS", &chunks);
-        c
-    };
-    cmd().arg("init").assert().success();
-    let p = env.path("proj");
+    let p = c.env.path("proj");
     fs::create_dir(&p).unwrap();
     fs::write(p.join("a.bin"), tree::content(3_000_000, 1)).unwrap();
     let save = || {
         std::thread::sleep(std::time::Duration::from_millis(60));
-        cmd()
+        c.cmd()
             .args(["--json", "save", p.to_str().unwrap()])
             .assert()
             .success();
     };
     save();
     let first = tree::capture(&p);
-    let snaps = |env: &Env| -> Vec<String> {
-        let out = cmd().args(["--json", "streams", "proj"]).output().unwrap();
-        assert!(out.status.success(), "{}", env.dir.path().display());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["type"] == "stream")
-            .map(|v| v["end"].as_str().unwrap().to_string())
-            .collect()
-    };
 
     cluster(&["kill-node", "2"]);
-    let _restart = Restart("2");
+    let restart = Restart("2");
     fs::write(p.join("b.bin"), tree::content(3_000_000, 2)).unwrap();
     save();
     let second = tree::capture(&p);
-    let all = snaps(&env);
-    assert_eq!(all.len(), 2);
-    for (snap, want) in all.iter().zip([&first, &second]) {
-        let out = env.path(&format!("out-{snap}"));
-        cmd()
-            .args(["restore", "proj", out.to_str().unwrap(), "--snapshot", snap])
-            .assert()
-            .success();
-        tree::assert_same(want, &tree::capture(&out), snap);
-    }
-    let check = cmd()
-        .args(["--json", "check", "--read-data"])
+    let out = c
+        .cmd()
+        .args(["--json", "streams", "proj"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && text.contains("\"problems\":0"),
-        "{text}"
-    );
-    drop(_restart);
+    assert!(out.status.success());
+    let all: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "stream")
+        .map(|v| v["end"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 2);
+    for (snap, want) in all.iter().zip([&first, &second]) {
+        c.restore_is(snap, want, "node-down");
+    }
+    c.check_is_clean();
+    drop(restart);
 
     // The seed's "recreate nodes from the command line": node 2 is wiped
     // and replaced by a new, empty node; then a different node dies. With
@@ -248,11 +202,6 @@ fn a_save_completes_with_a_node_down_and_everything_restores_after_a_replace() {
     cluster(&["kill-node", "3"]);
     let _restart = Restart("3");
     for (snap, want) in all.iter().zip([&first, &second]) {
-        let out = env.path(&format!("after-replace-{snap}"));
-        cmd()
-            .args(["restore", "proj", out.to_str().unwrap(), "--snapshot", snap])
-            .assert()
-            .success();
-        tree::assert_same(want, &tree::capture(&out), snap);
+        c.restore_is(snap, want, "after-replace");
     }
 }

@@ -6,64 +6,20 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Stdio};
 
 use common::Env;
 use strata_testing::tree;
 
 fn admin_url() -> Option<String> {
-    match std::env::var("STRATA_TEST_PG_ADMIN_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("STRATA_TEST_PG_ADMIN_URL is not set: scripts/test starts PostgreSQL")
-        }
-        _ => {
-            eprintln!("SKIPPED: no PostgreSQL (run scripts/test)");
-            None
-        }
-    }
+    common::cluster_setting("STRATA_TEST_PG_ADMIN_URL")
+}
+
+fn fresh(admin: &str, name: &str) -> (String, String) {
+    common::fresh_pg_database(admin, name)
 }
 
 fn param<'a>(url: &'a str, key: &str) -> &'a str {
-    url.split_once('?')
-        .map_or("", |(_, q)| q)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing"))
-}
-
-/// A fresh database (made with psql over TLS, the password on its
-/// environment, never in argv) and the catalog URL for it.
-fn fresh(admin: &str, name: &str) -> (String, String) {
-    let password = fs::read_to_string(param(admin, "password_file")).unwrap();
-    let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let (host, port) = hostport.split_once(':').unwrap();
-    let db = format!("strata_cli_{name}_{}", std::process::id());
-    let ok = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            host,
-            "-p",
-            port,
-            "-U",
-            "strata_admin",
-            "-d",
-            "postgres",
-        ])
-        .args(["-c", &format!("CREATE DATABASE {db}")])
-        .env("PGPASSWORD", password.trim())
-        .env("PGSSLMODE", "verify-full")
-        .env("PGSSLROOTCERT", param(admin, "sslrootcert"))
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    (
-        admin.replacen("/postgres?", &format!("/{db}?"), 1),
-        password.trim().to_string(),
-    )
+    common::url_param(url, key)
 }
 
 #[test]

@@ -227,3 +227,65 @@ impl Env {
             .into_path()
     }
 }
+
+/// The test cluster's setting `name` (exported by `scripts/cluster env`,
+/// which `scripts/test` evaluates), or `None` with a SKIPPED line; under
+/// CI a missing cluster is a failure, never a skip.
+pub fn cluster_setting(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{name} is not set: scripts/test starts the cluster (scripts/cluster up)")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: no test cluster (run scripts/test, or eval \"$(scripts/cluster env)\")"
+            );
+            None
+        }
+    }
+}
+
+/// The value of query parameter `key` in `url`.
+pub fn url_param<'a>(url: &'a str, key: &str) -> &'a str {
+    url.split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing from the URL"))
+}
+
+/// A fresh database on the test cluster's PostgreSQL (made with psql over
+/// TLS, the password on its environment, never in argv): its URL with the
+/// admin's credentials, and the admin's password (to check it never shows).
+pub fn fresh_pg_database(admin: &str, name: &str) -> (String, String) {
+    let password = std::fs::read_to_string(url_param(admin, "password_file")).unwrap();
+    let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let db = format!("strata_cli_{name}_{}", std::process::id());
+    let ok = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "strata_admin",
+            "-d",
+            "postgres",
+        ])
+        .args(["-c", &format!("CREATE DATABASE {db}")])
+        .env("PGPASSWORD", password.trim())
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", url_param(admin, "sslrootcert"))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "could not create database {db}");
+    (
+        admin.replacen("/postgres?", &format!("/{db}?"), 1),
+        password.trim().to_string(),
+    )
+}
