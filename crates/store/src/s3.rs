@@ -227,7 +227,7 @@ fn backend(op: &'static str, key: Option<ChunkKey>, e: object_store::Error) -> S
     if let (object_store::Error::NotFound { .. }, Some(k)) = (&e, key) {
         return StoreError::NotFound(k);
     }
-    let text = chain(&e);
+    let text = strata_core::error_chain(&e);
     let permanent = matches!(
         e,
         object_store::Error::PermissionDenied { .. }
@@ -245,21 +245,6 @@ fn backend(op: &'static str, key: Option<ChunkKey>, e: object_store::Error) -> S
         transient: !permanent,
         source: text.into(),
     }
-}
-
-/// An error with its causes ("a: b: c").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut s = e.source();
-    while let Some(err) = s {
-        let t = err.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        s = err.source();
-    }
-    text
 }
 
 impl ChunkStore for S3Store {

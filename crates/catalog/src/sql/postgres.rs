@@ -308,24 +308,8 @@ fn backend(op: &'static str, e: postgres::Error) -> CatalogError {
     CatalogError::Backend {
         op,
         transient,
-        source: chain(&e).into(),
+        source: strata_core::error_chain(&e).into(),
     }
-}
-
-/// An error with its causes, "a: b: c" (the driver's top-level message
-/// alone says "error performing TLS handshake", not why).
-fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut s = e.source();
-    while let Some(err) = s {
-        let t = err.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        s = err.source();
-    }
-    text
 }
 
 /// A certificate that does not verify, or a server without TLS, will not
