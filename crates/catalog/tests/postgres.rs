@@ -141,8 +141,7 @@ fn wrong_ca_wrong_host_and_loose_password_files_are_refused_without_secrets() {
     assert!(err.contains("certificate verify failed"), "{err}");
     // verify-ca checks the CA only: the same name is accepted.
     let ca_only = by_name.replace("sslmode=verify-full", "sslmode=verify-ca");
-    PostgresCatalog::connect(&ca_only, 1).unwrap_err(); // no schema in `postgres`
-    // (it connected: the error is about the schema, not TLS)
+    // It connected: the error is about the schema of `postgres`, not TLS.
     let err = PostgresCatalog::connect(&ca_only, 1)
         .unwrap_err()
         .to_string();

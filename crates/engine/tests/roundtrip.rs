@@ -93,21 +93,7 @@ fn build_index_after_restore_makes_next_save_incremental() {
     restore(&[&s1], &t).unwrap();
     // Let the restored timestamps leave the racy window.
     std::thread::sleep(std::time::Duration::from_millis(60));
-    let mut index = Vec::new();
-    strata_engine::native::build_index(
-        &t,
-        &s1.end,
-        &Default::default(),
-        std::time::SystemTime::now(),
-        &mut index,
-    )
-    .unwrap();
-    let restored = common::Saved {
-        end: s1.end.clone(),
-        stream: Vec::new(),
-        index,
-        summary: Default::default(),
-    };
+    let restored = common::indexed_after_restore(&t, &s1.end, std::time::SystemTime::now());
     let s2 = save(&t, Some(&restored), 2);
     assert_eq!(
         s2.summary.emitted + s2.summary.deleted,
@@ -305,15 +291,7 @@ fn a_write_between_the_restore_and_its_index_is_saved_next_time() {
     fs::write(t.join("f"), b"new").unwrap();
     // Long enough that a threshold taken at indexing time would trust it.
     std::thread::sleep(std::time::Duration::from_millis(120));
-    let mut index = Vec::new();
-    strata_engine::native::build_index(&t, &s1.end, &Default::default(), renamed_at, &mut index)
-        .unwrap();
-    let restored = common::Saved {
-        end: s1.end.clone(),
-        stream: Vec::new(),
-        index,
-        summary: Default::default(),
-    };
+    let restored = common::indexed_after_restore(&t, &s1.end, renamed_at);
     let s2 = save(&t, Some(&restored), 2);
     assert_eq!(s2.summary.file_bytes, 3, "{:?}", s2.summary);
     let back = dir.path().join("back");

@@ -204,17 +204,7 @@ fn restore_refuses_a_stream_its_catalog_record_does_not_describe() {
 
     db.execute("UPDATE streams SET bytes = bytes + 1 WHERE id = ?1", [&id])
         .unwrap();
-    let err = strata_repo::restore(
-        &r,
-        "proj",
-        &dir.path().join("t1"),
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert!(err.to_string().contains("catalog records"), "{err}");
-    assert!(!dir.path().join("t1").exists());
+    refused_as_corrupt(&r, &dir.path().join("t1"), "catalog records");
     db.execute("UPDATE streams SET bytes = bytes - 1 WHERE id = ?1", [&id])
         .unwrap();
 
@@ -224,17 +214,17 @@ fn restore_refuses_a_stream_its_catalog_record_does_not_describe() {
         [&id, &other.to_string()],
     )
     .unwrap();
-    let err = strata_repo::restore(
-        &r,
-        "proj",
-        &dir.path().join("t2"),
-        &RestoreOptions::default(),
-        &NoProgress,
-    )
-    .unwrap_err();
+    refused_as_corrupt(&r, &dir.path().join("t2"), other.as_str());
+}
+
+/// Restoring the project into `target` fails as corrupt data, naming
+/// `needle`, and leaves no target behind.
+fn refused_as_corrupt(r: &Repository, target: &Path, needle: &str) {
+    let err = strata_repo::restore(r, "proj", target, &RestoreOptions::default(), &NoProgress)
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert!(err.to_string().contains(other.as_str()), "{err}");
-    assert!(!dir.path().join("t2").exists());
+    assert!(err.to_string().contains(needle), "{err}");
+    assert!(!target.exists());
 }
 
 /// A trim that deletes a stream while a restore of it runs makes the

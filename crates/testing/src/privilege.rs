@@ -54,7 +54,7 @@ pub fn shared_copy(program: &Path) -> PathBuf {
     );
     let dest = dir.join(name);
     if !dest.exists() {
-        let tmp = dir.join(format!(".{}.{}", std::process::id(), fastrand_suffix()));
+        let tmp = dir.join(format!(".{}.{}", std::process::id(), unique_suffix()));
         if fs::hard_link(program, &tmp).is_err() {
             fs::copy(program, &tmp).expect("copy the program");
         }
@@ -64,7 +64,7 @@ pub fn shared_copy(program: &Path) -> PathBuf {
     dest
 }
 
-fn fastrand_suffix() -> u64 {
+fn unique_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -128,7 +128,7 @@ fn tempfile_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "strata-nobody-home-{}-{}",
         std::process::id(),
-        fastrand_suffix()
+        unique_suffix()
     ));
     fs::create_dir_all(&d).expect("mkdir");
     give_to_nobody(&d);

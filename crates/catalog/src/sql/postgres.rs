@@ -285,18 +285,6 @@ fn connector(p: &Parsed) -> Result<MakeTlsConnector> {
 /// made.
 fn backend(op: &'static str, e: postgres::Error) -> CatalogError {
     use postgres::error::SqlState;
-    let transient = e.is_closed()
-        || e.code().is_none_or(|c| {
-            *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
-                || *c == SqlState::ADMIN_SHUTDOWN
-                || *c == SqlState::CRASH_SHUTDOWN
-                || *c == SqlState::CANNOT_CONNECT_NOW
-                || c.code().starts_with("08")
-        }) && e
-            .as_db_error()
-            .is_none_or(|d| d.code() != &SqlState::INSUFFICIENT_PRIVILEGE);
-    let transient = transient && !is_tls_refusal(&e);
     if let Some(d) = e.as_db_error()
         && d.code() == &SqlState::INSUFFICIENT_PRIVILEGE
     {
@@ -305,9 +293,17 @@ fn backend(op: &'static str, e: postgres::Error) -> CatalogError {
             why: d.message().to_string(),
         };
     }
+    let retryable_state = e.code().is_none_or(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || *c == SqlState::CANNOT_CONNECT_NOW
+            || c.code().starts_with("08")
+    });
     CatalogError::Backend {
         op,
-        transient,
+        transient: (e.is_closed() || retryable_state) && !is_tls_refusal(&e),
         source: strata_core::error_chain(&e).into(),
     }
 }

@@ -58,3 +58,17 @@ pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+/// What a restore records for `root` holding snapshot `end`: the index
+/// `build_index` makes with `renamed_at` as its racy threshold, as a base
+/// for the next save.
+pub fn indexed_after_restore(root: &Path, end: &str, renamed_at: std::time::SystemTime) -> Saved {
+    let mut index = Vec::new();
+    native::build_index(root, end, &SendOptions::default(), renamed_at, &mut index).expect("index");
+    Saved {
+        end: end.to_string(),
+        stream: Vec::new(),
+        index,
+        summary: SendSummary::default(),
+    }
+}
