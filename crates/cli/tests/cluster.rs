@@ -12,67 +12,10 @@ use std::process::Command;
 use common::Env;
 use strata_testing::tree;
 
-/// A repository on the cluster for one test: a fresh PostgreSQL database
-/// (migrated by `strata init`) and its own key prefix in the bucket, with
-/// the host key.
-struct OnCluster {
-    env: Env,
-    catalog: String,
-    chunks: String,
-}
-
-impl OnCluster {
-    fn new(name: &str) -> Option<Self> {
-        let s3 = common::cluster_setting("STRATA_TEST_S3_URL")?;
-        let admin = common::cluster_setting("STRATA_TEST_PG_ADMIN_URL")?;
-        let (catalog, _) = common::fresh_pg_database(&admin, name);
-        let chunks = format!(
-            "{}&prefix={name}-{}/",
-            s3.replace("strata-maint.s3", "strata-host.s3"),
-            std::process::id()
-        );
-        let c = OnCluster {
-            env: Env::new(),
-            catalog,
-            chunks,
-        };
-        c.cmd().arg("init").assert().success();
-        Some(c)
-    }
-
-    fn cmd(&self) -> assert_cmd::Command {
-        let mut c = self.env.cmd();
-        c.env("STRATA_CATALOG", &self.catalog)
-            .env("STRATA_CHUNKS", &self.chunks);
-        c
-    }
-
-    fn restore_is(
-        &self,
-        snap: &str,
-        want: &std::collections::BTreeMap<String, tree::Node>,
-        tag: &str,
-    ) {
-        let out = self.env.path(&format!("{tag}-{snap}"));
-        self.cmd()
-            .args(["restore", "proj", out.to_str().unwrap(), "--snapshot", snap])
-            .assert()
-            .success();
-        tree::assert_same(want, &tree::capture(&out), snap);
-    }
-
-    fn check_is_clean(&self) {
-        let check = self
-            .cmd()
-            .args(["--json", "check", "--read-data"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&check.stdout);
-        assert!(
-            check.status.success() && text.contains("\"problems\":0"),
-            "{text}"
-        );
-    }
+/// Asserts `check --read-data` on `env` is clean.
+fn check_is_clean(env: &Env) {
+    let check = env.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
 }
 
 fn secret_of(creds: &str) -> String {
@@ -87,11 +30,11 @@ fn secret_of(creds: &str) -> String {
 
 #[test]
 fn save_and_restore_through_garage_and_postgres_over_tls() {
-    let Some(c) = OnCluster::new("e2e") else {
+    let Some(c) = Env::on_cluster("e2e") else {
         return;
     };
-    let s3_secret = secret_of(common::url_param(&c.chunks, "credentials"));
-    let p = c.env.path("proj");
+    let s3_secret = secret_of(common::url_param(c.chunks_url(), "credentials"));
+    let p = c.path("proj");
     fs::create_dir(&p).unwrap();
     tree::sample_tree(&p);
     fs::write(p.join("big.bin"), tree::content(6_000_000, 3)).unwrap();
@@ -121,9 +64,9 @@ fn save_and_restore_through_garage_and_postgres_over_tls() {
     assert_eq!(s2["kind"], "incremental");
     let second = tree::capture(&p);
     for (snap, want) in [(&s1, &first), (&s2, &second)] {
-        c.restore_is(snap["snapshot"].as_str().unwrap(), want, "out");
+        c.restore_matches("proj", snap["snapshot"].as_str().unwrap(), want);
     }
-    c.check_is_clean();
+    check_is_clean(&c);
 }
 
 /// Runs `scripts/cluster ARGS` (the same state directory as the suite's).
@@ -153,10 +96,10 @@ impl Drop for Restart {
 /// restores. One test, so that no other test ever sees two nodes down.
 #[test]
 fn a_save_completes_with_a_node_down_and_everything_restores_after_a_replace() {
-    let Some(c) = OnCluster::new("nodedown") else {
+    let Some(c) = Env::on_cluster("nodedown") else {
         return;
     };
-    let p = c.env.path("proj");
+    let p = c.path("proj");
     fs::create_dir(&p).unwrap();
     fs::write(p.join("a.bin"), tree::content(3_000_000, 1)).unwrap();
     let save = || {
@@ -189,9 +132,9 @@ fn a_save_completes_with_a_node_down_and_everything_restores_after_a_replace() {
         .collect();
     assert_eq!(all.len(), 2);
     for (snap, want) in all.iter().zip([&first, &second]) {
-        c.restore_is(snap, want, "node-down");
+        c.restore_matches("proj", snap, want);
     }
-    c.check_is_clean();
+    check_is_clean(&c);
     drop(restart);
 
     // The seed's "recreate nodes from the command line": node 2 is wiped
@@ -202,6 +145,6 @@ fn a_save_completes_with_a_node_down_and_everything_restores_after_a_replace() {
     cluster(&["kill-node", "3"]);
     let _restart = Restart("3");
     for (snap, want) in all.iter().zip([&first, &second]) {
-        c.restore_is(snap, want, "after-replace");
+        c.restore_matches("proj", snap, want);
     }
 }

@@ -4,7 +4,10 @@
 //! then every save that returned success restores while retention keeps
 //! it: every retained snapshot restores exactly the tree it saved, the last
 //! save of every working copy restores, no stream is unreachable, `check
-//! --read-data` is clean, and a final scrub leaves no garbage.
+//! --read-data` is clean, and a final scrub leaves no garbage. It runs on
+//! the embedded default and on the test cluster (Garage and PostgreSQL),
+//! there with every working copy on its own simulated host and the trims
+//! and scrubs on a maintenance host.
 
 mod common;
 
@@ -28,7 +31,28 @@ type LastSaves = Mutex<Vec<(String, String, BTreeMap<String, Node>)>>;
 
 #[test]
 fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
-    let env = Env::new();
+    stress(&Env::new(), false);
+}
+
+#[test]
+fn saves_trims_and_scrubs_run_together_on_the_cluster_from_several_hosts() {
+    let Some(env) = Env::on_cluster("stress") else {
+        return;
+    };
+    stress(&env, true);
+}
+
+/// The stress run on `env`; with `hosts`, each working copy saves as its
+/// own host (`h-N`) and trims and scrubs run as host `maint`.
+fn stress(env: &Env, hosts: bool) {
+    let on = |name: String| {
+        if hosts {
+            env.as_host(&name)
+        } else {
+            env.share()
+        }
+    };
+    let maint = on("maint".into());
     // Short chains, so trims have streams to delete and scrubs garbage.
     env.configure("rebase", "max-incrementals = 2");
 
@@ -38,8 +62,9 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
     let (trims, scrubs, deleted) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
         for n in 0..PROJECTS {
-            let (env, saved, last, stop) = (&env, &saved, &last, &stop);
+            let (env, saved, last, stop) = (on(format!("h-{n}")), &saved, &last, &stop);
             s.spawn(move || {
+                let env = &env;
                 let name = format!("proj{n}");
                 let p = env.path(&name);
                 fs::create_dir(&p).unwrap();
@@ -50,8 +75,9 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
         // A second working copy of proj0, restored from its first snapshot:
         // its saves fork the chain and land on snapshots trims drop.
         {
-            let (env, saved, last, stop) = (&env, &saved, &last, &stop);
+            let (env, saved, last, stop) = (on(format!("h-{PROJECTS}")), &saved, &last, &stop);
             s.spawn(move || {
+                let env = &env;
                 let first = loop {
                     if let Some(t) = saved.lock().unwrap().get("proj0")
                         && let Some(snap) = t.keys().next()
@@ -84,14 +110,14 @@ fn saves_trims_and_scrubs_run_together_and_every_retained_snapshot_restores() {
         }
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
-                env.cmd().args(["trim", "--all"]).assert().success();
+                maint.cmd().args(["trim", "--all"]).assert().success();
                 trims.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(300));
             }
         });
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
-                let out = env
+                let out = maint
                     .cmd()
                     .args(["--json", "scrub", "--grace", "0"])
                     .output()

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -15,17 +16,74 @@ use strata_testing::privilege;
 use strata_testing::tree::{self, Node};
 
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     /// Commands run as `nobody` (only when this process is root).
     pub nobody: bool,
+    /// The repository's backends when not the embedded default:
+    /// (`STRATA_CATALOG`, `STRATA_CHUNKS`).
+    pub backends: Option<(String, String)>,
+    /// `STRATA_HOST_ID` of the commands, when set ([`Env::as_host`]).
+    pub host: Option<String>,
 }
 
 impl Env {
     pub fn new() -> Self {
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir: Arc::new(tempfile::tempdir().unwrap()),
             nobody: false,
+            backends: None,
+            host: None,
         }
+    }
+
+    /// An environment whose repository lives on the test cluster: a fresh
+    /// PostgreSQL database (migrated by `strata init` with the admin role)
+    /// and its own key prefix in the bucket, written with the host key;
+    /// `None` (with a SKIPPED line) when no cluster runs outside CI.
+    pub fn on_cluster(name: &str) -> Option<Self> {
+        let s3 = cluster_setting("STRATA_TEST_S3_URL")?;
+        let admin = cluster_setting("STRATA_TEST_PG_ADMIN_URL")?;
+        let (catalog, _) = fresh_pg_database(&admin, name);
+        let chunks = format!(
+            "{}&prefix={name}-{}/",
+            s3.replace("strata-maint.s3", "strata-host.s3"),
+            std::process::id()
+        );
+        let env = Self {
+            backends: Some((catalog, chunks)),
+            ..Self::new()
+        };
+        env.cmd().arg("init").assert().success();
+        Some(env)
+    }
+
+    /// The same environment (directory, backends, user), its commands run
+    /// as host `id` (`STRATA_HOST_ID`): simulated hosts on one machine.
+    pub fn as_host(&self, id: &str) -> Self {
+        Self {
+            host: Some(id.to_string()),
+            ..self.share()
+        }
+    }
+
+    /// The same environment again (directory, backends, user and host).
+    pub fn share(&self) -> Self {
+        Self {
+            dir: Arc::clone(&self.dir),
+            nobody: self.nobody,
+            backends: self.backends.clone(),
+            host: self.host.clone(),
+        }
+    }
+
+    /// This environment's catalog URL (on the cluster only).
+    pub fn catalog_url(&self) -> &str {
+        &self.backends.as_ref().expect("a cluster environment").0
+    }
+
+    /// This environment's chunk store URL (on the cluster only).
+    pub fn chunks_url(&self) -> &str {
+        &self.backends.as_ref().expect("a cluster environment").1
     }
 
     /// An environment whose `strata` commands run as `nobody` when this
@@ -36,8 +94,10 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         privilege::give_to_nobody(dir.path());
         Self {
-            dir,
+            dir: Arc::new(dir),
             nobody: privilege::is_root(),
+            backends: None,
+            host: None,
         }
     }
 
@@ -76,7 +136,15 @@ impl Env {
             .env("STRATA_STATE_DIR", self.path("state"))
             .env("HOME", self.dir.path())
             .env_remove("STRATA_CHUNKS")
-            .env_remove("STRATA_CATALOG");
+            .env_remove("STRATA_CATALOG")
+            .env_remove("STRATA_HOST_ID");
+        if let Some((catalog, chunks)) = &self.backends {
+            c.env("STRATA_CATALOG", catalog)
+                .env("STRATA_CHUNKS", chunks);
+        }
+        if let Some(host) = &self.host {
+            c.env("STRATA_HOST_ID", host);
+        }
         c
     }
     pub fn path(&self, p: &str) -> PathBuf {
