@@ -13,6 +13,8 @@ garage_version=2.5.0
 garage_bin="${CARGO_HOME:-$HOME/.cargo}/bin/garage"
 s3_host=127.0.1.10
 s3_port=3443
+# Serves a certificate that expired in 2020 (tests of the refusal).
+s3_expired_port=3444
 node_ip() { printf '127.0.1.%s' "$1"; }
 node_zone() { if [ "$1" = 3 ]; then echo dc-b; else echo dc-a; fi; }
 node_dir() { printf '%s/garage/%s' "$dir" "$1"; }
@@ -168,24 +170,9 @@ key_credentials() { # key name
   (umask 077; printf 'access_key_id = "%s"\nsecret_access_key = "%s"\n' "$id" "$sk" > "$out")
 }
 
-make_s3_cert() {
-  local t="$dir/tls"
-  [ -s "$t/s3.crt" ] && return 0
-  (
-    cd "$t"
-    umask 077
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-      -keyout s3.key -out s3.csr -subj "/CN=$s3_host" 2>/dev/null
-    printf 'subjectAltName=IP:%s\n' "$s3_host" > s3.ext
-    openssl x509 -req -in s3.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-      -out s3.crt -days 825 -extfile s3.ext 2>/dev/null
-    chmod 644 s3.crt
-  )
-}
-
 nginx_up() {
   ensure_nginx
-  make_s3_cert
+  make_tls
   local d="$dir/nginx"
   mkdir -p "$d"
   cat > "$d/nginx.conf" <<EOF
@@ -204,6 +191,12 @@ http {
     server $(node_ip 1):3900 max_fails=1 fail_timeout=5s;
     server $(node_ip 2):3900 max_fails=1 fail_timeout=5s;
     server $(node_ip 3):3900 max_fails=1 fail_timeout=5s;
+  }
+  server {
+    listen $s3_host:$s3_expired_port ssl;
+    ssl_certificate $dir/tls/s3-expired.crt;
+    ssl_certificate_key $dir/tls/s3-expired.key;
+    location / { proxy_pass http://garage_s3; proxy_set_header Host \$http_host; }
   }
   server {
     listen $s3_host:$s3_port ssl;

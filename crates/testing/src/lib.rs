@@ -6,4 +6,5 @@
 //! unprivileged user when the suite runs as root.
 
 pub mod privilege;
+pub mod proxy;
 pub mod tree;
