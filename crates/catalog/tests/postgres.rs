@@ -121,7 +121,8 @@ fn a_schema_is_made_by_migrate_only_and_survives_reconnects() {
 }
 
 #[test]
-fn wrong_ca_wrong_host_and_loose_password_files_are_refused_without_secrets() {
+fn wrong_ca_expired_certificate_wrong_host_and_loose_password_files_are_refused_and_named_without_secrets()
+ {
     let Some(admin) = admin_url() else { return };
     let password = std::fs::read_to_string(param(&admin, "password_file")).unwrap();
     let secret = password.trim();
@@ -131,14 +132,28 @@ fn wrong_ca_wrong_host_and_loose_password_files_are_refused_without_secrets() {
     let url = admin.replace(param(&admin, "sslrootcert"), &other_ca);
     let err = PostgresCatalog::connect(&url, 1).unwrap_err().to_string();
     assert!(err.contains("certificate verify failed"), "{err}");
+    assert!(
+        err.contains("unable to get local issuer certificate"),
+        "{err}"
+    );
     assert!(!err.contains(secret), "{err}");
+
+    // A certificate that expired in 2020 (the cluster's second server).
+    let port = std::env::var("STRATA_TEST_PG_EXPIRED_PORT").unwrap();
+    let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let host = hostport.rsplit_once(':').unwrap().0;
+    let expired = admin.replace(hostport, &format!("{host}:{port}"));
+    let err = PostgresCatalog::connect(&expired, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate has expired"), "{err}");
 
     // The right CA, the wrong name: the certificate is for 127.0.0.1.
     let by_name = admin.replace("@127.0.0.1:", "@localhost:");
     let err = PostgresCatalog::connect(&by_name, 1)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("certificate verify failed"), "{err}");
+    assert!(err.contains("hostname mismatch"), "{err}");
     // verify-ca checks the CA only: the same name is accepted.
     let ca_only = by_name.replace("sslmode=verify-full", "sslmode=verify-ca");
     // It connected: the error is about the schema of `postgres`, not TLS.

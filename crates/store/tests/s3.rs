@@ -85,3 +85,46 @@ fn a_certificate_from_another_ca_is_refused_at_once_without_secrets() {
         .trim_matches('"');
     assert!(!text.contains(secret));
 }
+
+/// The error a store at `url` gives for a read: permanent, at once, and
+/// its text.
+fn refused(url: &str) -> String {
+    let store = S3Store::open(url).unwrap();
+    let started = std::time::Instant::now();
+    let err = RetryingStore::new(store, RetryPolicy::default())
+        .get(&ChunkKey::from(ChunkId::of(b"x")))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(!err.is_transient(), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "a refused certificate was retried: {text}"
+    );
+    text
+}
+
+/// nginx serves a certificate that expired in 2020 on a second port, and
+/// the good certificate names the endpoint's addresses only (reached
+/// through a plain TCP relay on 127.0.0.1 it is misnamed): both are
+/// refused, and the error says which.
+#[test]
+fn an_expired_certificate_or_a_wrong_host_name_is_refused_and_named() {
+    let Some(url) = s3_url() else { return };
+    let endpoint = url
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("s3://strata?endpoint="))
+        .unwrap()
+        .to_string();
+    let port = std::env::var("STRATA_TEST_S3_EXPIRED_PORT").unwrap();
+    let (host, _) = endpoint.rsplit_once(':').unwrap();
+    let expired = refused(&url.replace(&endpoint, &format!("{host}:{port}")));
+    assert!(expired.contains("expired"), "{expired}");
+    let relay = strata_testing::proxy::Proxy::start(
+        "127.0.0.1".parse().unwrap(),
+        endpoint.strip_prefix("https://").unwrap().parse().unwrap(),
+        strata_testing::proxy::Faults::none(),
+    )
+    .unwrap();
+    let misnamed = refused(&url.replace(&endpoint, &format!("https://{}", relay.addr())));
+    assert!(misnamed.contains("not valid for name"), "{misnamed}");
+}

@@ -64,6 +64,20 @@ impl Default for Faults {
     }
 }
 
+impl Faults {
+    /// A perfect link: a plain TCP relay.
+    pub fn none() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            rate: 0,
+            stall: 0.0,
+            reset: 0.0,
+            ..Self::default()
+        }
+    }
+}
+
 /// What the link has done so far.
 #[derive(Debug, Default)]
 pub struct Counters {

@@ -256,10 +256,28 @@ fn password(p: &Parsed) -> Result<Option<Vec<u8>>> {
         .map(String::into_bytes))
 }
 
-fn connector(p: &Parsed) -> Result<MakeTlsConnector> {
+/// Why OpenSSL last refused the server's certificate ("certificate has
+/// expired", "hostname mismatch", "unable to get local issuer
+/// certificate"): its handshake error says only "certificate verify
+/// failed".
+type Refusal = std::sync::Arc<Mutex<Option<String>>>;
+
+fn connector(p: &Parsed, refusal: &Refusal) -> Result<MakeTlsConnector> {
     let tls = |e: openssl::error::ErrorStack| bad_url(&p.shown, format!("TLS setup: {e}"));
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
-    b.set_verify(SslVerifyMode::PEER);
+    let slot = std::sync::Arc::clone(refusal);
+    b.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+        if !ok {
+            let why = match ctx.error_depth() {
+                0 => format!("the server's certificate: {}", ctx.error()),
+                d => format!("the certificate {d} above the server's: {}", ctx.error()),
+            };
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        }
+        ok
+    });
     match &p.root_cert {
         Some(ca) => b.set_ca_file(ca).map_err(|e| {
             bad_url(
@@ -404,12 +422,31 @@ impl SqlCatalog<Postgres> {
             p.config.password(pw);
         }
         p.config.connect_timeout(Duration::from_secs(10));
-        let tls = connector(&p)?;
+        let refusal = Refusal::default();
+        let tls = connector(&p, &refusal)?;
         // Connect once directly, so a wrong CA, host or password is
         // reported now, with its cause (the pool would only time out).
-        p.config
-            .connect(tls.clone())
-            .map_err(|e| backend("connect", e))?;
+        p.config.connect(tls.clone()).map_err(|e| {
+            let why = refusal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            match (backend("connect", e), why) {
+                (
+                    CatalogError::Backend {
+                        op,
+                        transient,
+                        source,
+                    },
+                    Some(why),
+                ) => CatalogError::Backend {
+                    op,
+                    transient,
+                    source: format!("{source} ({why})").into(),
+                },
+                (e, _) => e,
+            }
+        })?;
         let manager = PostgresConnectionManager::new(p.config.clone(), tls);
         let pool = r2d2::Pool::builder()
             .max_size(max_connections.max(1))
