@@ -79,6 +79,8 @@ pub fn run() -> i32 {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colour only for a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let out = Output::new(cli.json, cli.quiet, cli.no_progress);
     match dispatch(&cli, &out) {

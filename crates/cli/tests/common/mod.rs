@@ -125,7 +125,7 @@ impl Env {
     }
 
     /// The `strata` program, run as this environment's user.
-    fn program(&self) -> std::process::Command {
+    pub fn program(&self) -> std::process::Command {
         let bin = assert_cmd::cargo::cargo_bin("strata");
         let mut c = if self.nobody {
             privilege::unprivileged_command(&bin)

@@ -1,0 +1,166 @@
+//! Faults of the cluster itself, during real saves: a Garage node killed
+//! mid-save, then replaced by a new, empty node while another is down;
+//! PostgreSQL restarted mid-save. Each asserts what users depend on: the
+//! save that was running completes, every snapshot restores byte for byte,
+//! `check --read-data` is clean.
+//!
+//! These tests stop services other tests use, so nextest runs them alone
+//! (`.config/nextest.toml`: they take every test thread).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+use strata_testing::tree;
+
+/// Runs `scripts/cluster ARGS` (the same state directory as the suite's).
+fn cluster(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster");
+    let out = Command::new(script).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/cluster {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the node again however the test ends.
+struct Restart(&'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        cluster(&["start-node", self.0]);
+    }
+}
+
+/// The snapshots of `proj`, oldest first.
+fn snapshots(env: &Env) -> Vec<String> {
+    env.json(&["streams", "proj"])
+        .into_iter()
+        .filter(|v| v["type"] == "stream")
+        .map(|v| v["end"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Starts a save of `p` and runs `fault` once the save has run a while;
+/// the save must still be running when the fault is done (else the test
+/// proves nothing) and must then succeed. Returns its debug log.
+fn save_through(env: &Env, p: &Path, fault: impl FnOnce()) -> String {
+    std::thread::sleep(Duration::from_millis(60));
+    let log = env.path("save.log");
+    let mut child: Child = env
+        .program()
+        .env("STRATA_LOG", "debug")
+        .arg("save")
+        .arg(p)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the save ended before the fault"
+    );
+    fault();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the save ended before the fault was over ({:?}): make it bigger",
+        started.elapsed()
+    );
+    let status = child.wait().unwrap();
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "the save failed: {status}\n{log}");
+    eprintln!("the save took {:?} with the fault", started.elapsed());
+    log
+}
+
+/// Random content big enough that a save of it takes seconds here.
+fn big(p: &Path, name: &str, seed: u8) {
+    fs::write(p.join(name), tree::content(64_000_000, seed)).unwrap();
+}
+
+/// A node killed while a save uploads: the save completes (the write
+/// quorum is two of three, and nginx fails over) and both snapshots
+/// restore byte for byte while it stays down. Then that node is replaced
+/// by a new, empty one and a different node is killed: with node 1 and the
+/// new node 2 only, every read needs the new node's replicas (quorum 2 of
+/// 3), so the restores prove re-replication happened.
+#[test]
+fn a_node_killed_mid_save_then_replaced_while_another_is_down_loses_nothing() {
+    let Some(c) = Env::on_cluster("nodedown") else {
+        return;
+    };
+    let p = c.path("proj");
+    fs::create_dir(&p).unwrap();
+    tree::sample_tree(&p);
+    big(&p, "a.bin", 1);
+    c.save(&p, &[]);
+    let first = tree::capture(&p);
+
+    big(&p, "b.bin", 2);
+    let restart = Restart("2");
+    save_through(&c, &p, || cluster(&["kill-node", "2"]));
+    let second = tree::capture(&p);
+    let all = snapshots(&c);
+    assert_eq!(all.len(), 2);
+    for (snap, want) in all.iter().zip([&first, &second]) {
+        c.restore_matches("proj", snap, want);
+    }
+    let check = c.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
+    drop(restart);
+
+    cluster(&["replace-node", "2"]);
+    cluster(&["kill-node", "3"]);
+    let _restart = Restart("3");
+    for (snap, want) in all.iter().zip([&first, &second]) {
+        c.restore_matches("proj", snap, want);
+    }
+    let check = c.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
+}
+
+/// PostgreSQL stops (fast shutdown: every connection is cut) and starts
+/// again while a save runs: the pool finds its connections dead and
+/// connects again until the server is back (a catalog call that fails
+/// meanwhile is transient and retried), and the save completes; both
+/// snapshots restore byte for byte.
+#[test]
+fn postgres_restarted_mid_save_the_save_completes_after_retries() {
+    let Some(c) = Env::on_cluster("pgrestart") else {
+        return;
+    };
+    let p = c.path("proj");
+    fs::create_dir(&p).unwrap();
+    tree::sample_tree(&p);
+    c.save(&p, &[]);
+    let first = tree::capture(&p);
+    big(&p, "b.bin", 3);
+    let log = save_through(&c, &p, || cluster(&["restart-pg"]));
+    // The save met the restart: a pooled connection was found dead (the
+    // pool then connects again until the server is back) or a catalog
+    // call failed as transient and was retried.
+    let met: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("error connecting to server")
+                || (l.contains("transient failure; retrying") && l.contains("catalog"))
+        })
+        .collect();
+    assert!(!met.is_empty(), "the save never met the restart:\n{log}");
+    eprintln!("{} reconnects or retries, first: {}", met.len(), met[0]);
+    let second = tree::capture(&p);
+    let all = snapshots(&c);
+    assert_eq!(all.len(), 2);
+    for (snap, want) in all.iter().zip([&first, &second]) {
+        c.restore_matches("proj", snap, want);
+    }
+    let check = c.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
+}
