@@ -23,7 +23,7 @@ mod save;
 
 pub use codec::{ChunkError, decode, encode};
 pub use restore::restore_stream;
-pub use save::{Claim, SaveError, SaveOutput, save_stream};
+pub use save::{Claim, IN_FLIGHT_BYTES, SaveError, SaveOutput, save_stream};
 
 /// Chunking and compression settings. They are fixed per repository: chunk
 /// boundaries must be the same on every host for deduplication to work.

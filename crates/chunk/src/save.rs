@@ -42,6 +42,55 @@ pub enum SaveError {
     },
 }
 
+/// Plain chunk bytes queued for or being compressed and uploaded, at most:
+/// the save's memory bound whatever the number of workers (16 for an
+/// object store's latency would otherwise hold 16 encodings and 32 queued
+/// chunks, up to 4 MiB each).
+pub const IN_FLIGHT_BYTES: usize = 32 << 20;
+
+/// A byte budget shared by the queue and the workers: taken before a chunk
+/// is queued, given back when its upload is over. A worker that stops on
+/// an error closes it, so nothing waits for bytes that never come back.
+struct Budget {
+    state: std::sync::Mutex<(usize, bool)>,
+    freed: std::sync::Condvar,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        Self {
+            state: std::sync::Mutex::new((bytes, false)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Takes `n` bytes (a chunk larger than the whole budget takes all of
+    /// it), waiting until they are free; false once the budget is closed.
+    fn take(&self, n: usize) -> bool {
+        let n = n.min(IN_FLIGHT_BYTES);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.0 < n && !st.1 {
+            st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.1 {
+            return false;
+        }
+        st.0 -= n;
+        true
+    }
+
+    fn give(&self, n: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 += n.min(IN_FLIGHT_BYTES);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.freed.notify_all();
+    }
+}
+
 /// Chunks held back for one intent batch: at most this many bytes...
 const INTENT_BATCH_BYTES: usize = 8 << 20;
 /// ...or this many chunks.
@@ -57,8 +106,9 @@ pub type Claim<'a> = dyn Fn(&[ChunkId]) -> Result<Vec<ChunkLookup>, String> + Sy
 /// compressing on `workers` threads.
 ///
 /// Memory: one maximum-size chunk in the chunker, one intent batch
-/// (8 MiB or 64 chunks, whichever comes first, plus one chunk), at most
-/// `2 × workers` chunks queued, one chunk plus its encoding per worker.
+/// (8 MiB or 64 chunks, whichever comes first, plus one chunk), and
+/// [`IN_FLIGHT_BYTES`] of chunks queued or uploading (each with its
+/// encoding while it is compressed and sent), whatever `workers` is.
 ///
 /// # Errors
 /// The first failure of the input, a claim or an upload; the caller must
@@ -71,6 +121,8 @@ pub fn save_stream<R: Read>(
     workers: usize,
 ) -> Result<SaveOutput, SaveError> {
     let workers = workers.max(1);
+    let budget = Budget::new(IN_FLIGHT_BYTES);
+    let budget = &budget;
     std::thread::scope(|s| {
         let (tx, rx) = bounded::<(ChunkKey, Vec<u8>)>(workers * 2);
         let (done_tx, done_rx) =
@@ -82,12 +134,17 @@ pub fn save_stream<R: Read>(
                 let mut z = zstd::bulk::Compressor::new(cfg.zstd_level).expect("zstd context");
                 for (key, data) in rx {
                     let enc = encode(&data, cfg.zstd_level, &mut z);
+                    let len = data.len();
+                    drop(data);
                     let r = store
                         .put(&key, &enc)
-                        .map(|()| (key, data.len() as u32, enc.len() as u32));
+                        .map(|()| (key, len as u32, enc.len() as u32));
+                    drop(enc);
+                    budget.give(len);
                     let failed = r.is_err();
                     let _ = done_tx.send(r);
                     if failed {
+                        budget.close();
                         break;
                     }
                 }
@@ -129,9 +186,10 @@ pub fn save_stream<R: Read>(
             };
             for ((id, data), lookup) in batch.drain(..).zip(lookups) {
                 if let ChunkLookup::Upload { generation } = lookup
-                    && tx.send((ChunkKey::new(id, generation), data)).is_err()
+                    && (!budget.take(data.len())
+                        || tx.send((ChunkKey::new(id, generation), data)).is_err())
                 {
-                    return false; // every worker stopped; their error follows
+                    return false; // a worker stopped; its error follows
                 }
             }
             true

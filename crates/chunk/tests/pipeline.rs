@@ -163,3 +163,86 @@ fn every_chunk_is_claimed_once_before_upload_under_the_claimed_generation() {
     .unwrap_err();
     assert!(err.to_string().contains("the catalog is gone"), "{err}");
 }
+
+/// `len` bytes that neither compress nor repeat, counting what was read.
+struct Counting {
+    at: u64,
+    len: u64,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::io::Read for Counting {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = out.len().min((self.len - self.at) as usize);
+        for b in &mut out[..n] {
+            let mut x = (self.at / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x ^= x >> 32;
+            *b = (x >> ((self.at % 8) * 8)) as u8;
+            self.at += 1;
+        }
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+/// However many workers, a save holds a bounded number of bytes: with
+/// every upload stalled, it reads no more of its input than the in-flight
+/// budget, one intent batch and the chunker's buffer; let go, it stores
+/// everything. A store that fails every put stops it (no wait for budget
+/// that never comes back).
+#[test]
+fn stalled_uploads_hold_the_input_back_whatever_the_number_of_workers() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let cfg = ChunkerConfig {
+        min_size: 256 << 10,
+        avg_size: 1 << 20,
+        max_size: 4 << 20,
+        zstd_level: 1,
+    };
+    let total = 160u64 << 20;
+    let read = Arc::new(AtomicU64::new(0));
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let store = HookedStore::new(MemoryStore::new()).on_put(move |_| {
+        while !gate.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
+    });
+    let claim = |ids: &[ChunkId]| Ok(vec![ChunkLookup::Upload { generation: 0 }; ids.len()]);
+    let out = std::thread::scope(|s| {
+        let input = Counting {
+            at: 0,
+            len: total,
+            read: read.clone(),
+        };
+        let (store, cfg) = (&store, &cfg);
+        let save = s.spawn(move || save_stream(input, store, &claim, cfg, 64));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let held = read.load(Ordering::SeqCst);
+        // Budget + one intent batch (8 MiB, plus a chunk) + the chunker's
+        // buffer (a maximum-size chunk, twice).
+        let bound = strata_chunk::IN_FLIGHT_BYTES as u64 + (12 << 20) + (8 << 20);
+        open.store(true, Ordering::SeqCst);
+        assert!(
+            held <= bound,
+            "read {held} bytes with every upload stalled (bound {bound})"
+        );
+        save.join().unwrap()
+    })
+    .unwrap();
+    assert_eq!(out.bytes, total);
+
+    let failing = HookedStore::new(MemoryStore::new())
+        .on_put(|k| Err(strata_store::StoreError::Config(format!("no room for {k}"))));
+    let input = Counting {
+        at: 0,
+        len: total,
+        read: Arc::new(AtomicU64::new(0)),
+    };
+    let err = save_stream(input, &failing, &claim, &cfg, 64).unwrap_err();
+    assert!(err.to_string().contains("no room"), "{err}");
+}
