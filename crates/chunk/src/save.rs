@@ -103,7 +103,7 @@ pub type Claim<'a> = dyn Fn(&[ChunkId]) -> Result<Vec<ChunkLookup>, String> + Sy
 /// Cuts `input` into chunks, records the intent to use each new one with
 /// `claim` (in batches, before anything is uploaded or reused: the save
 /// protocol of `docs/gc.md`), and uploads those the claim says to upload,
-/// compressing on `workers` threads.
+/// compressing on up to one thread per core and uploading on `workers`.
 ///
 /// Memory: one maximum-size chunk in the chunker, one intent batch
 /// (8 MiB or 64 chunks, whichever comes first, plus one chunk), and
@@ -124,18 +124,35 @@ pub fn save_stream<R: Read>(
     let budget = Budget::new(IN_FLIGHT_BYTES);
     let budget = &budget;
     std::thread::scope(|s| {
-        let (tx, rx) = bounded::<(ChunkKey, Vec<u8>)>(workers * 2);
+        // Two stages: compression on at most one thread per core (each
+        // holds a zstd context of a few MiB), uploads on `workers` threads
+        // (an object store wants many requests in flight; they hold only
+        // the encoded bytes). Queues are short; the budget bounds bytes.
+        let compressors = workers.min(crate::default_workers()).max(1);
+        let (tx, rx) = bounded::<(ChunkKey, Vec<u8>)>(compressors);
+        let (up_tx, up_rx) = bounded::<(ChunkKey, usize, Vec<u8>)>(workers);
         let (done_tx, done_rx) =
             crossbeam_channel::unbounded::<Result<(ChunkKey, u32, u32), StoreError>>();
-        for _ in 0..workers {
-            let rx = rx.clone();
-            let done_tx = done_tx.clone();
+        for _ in 0..compressors {
+            let (rx, up_tx) = (rx.clone(), up_tx.clone());
             s.spawn(move || {
                 let mut z = zstd::bulk::Compressor::new(cfg.zstd_level).expect("zstd context");
                 for (key, data) in rx {
                     let enc = encode(&data, cfg.zstd_level, &mut z);
                     let len = data.len();
                     drop(data);
+                    if up_tx.send((key, len, enc)).is_err() {
+                        break; // the uploads stopped; their error follows
+                    }
+                }
+            });
+        }
+        drop(up_tx);
+        for _ in 0..workers {
+            let up_rx = up_rx.clone();
+            let done_tx = done_tx.clone();
+            s.spawn(move || {
+                for (key, len, enc) in up_rx {
                     let r = store
                         .put(&key, &enc)
                         .map(|()| (key, len as u32, enc.len() as u32));
@@ -150,6 +167,7 @@ pub fn save_stream<R: Read>(
                 }
             });
         }
+        drop(up_rx);
         drop(rx);
         drop(done_tx);
 

@@ -16,7 +16,8 @@ pub struct Args {
     /// directory's name (on first save).
     #[arg(long, short)]
     pub project: Option<String>,
-    /// Compression and upload threads (default: one per core).
+    /// Upload threads (default: one per core, or more for an object store;
+    /// compression uses at most one per core).
     #[arg(long)]
     pub workers: Option<usize>,
 }
