@@ -126,15 +126,57 @@ DO $$ BEGIN
   END IF;
 END $$;";
 
-type Pool = r2d2::Pool<PostgresConnectionManager<MakeTlsConnector>>;
+/// A pooled connection and the statements prepared on it: each of the
+/// protocol's statements is parsed once per connection, not once per call
+/// (which cost a round trip per call).
+pub struct Conn {
+    client: postgres::Client,
+    prepared: HashMap<&'static str, postgres::Statement>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+/// r2d2_postgres's manager, its connections with their statements.
+pub struct Manager(PostgresConnectionManager<MakeTlsConnector>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+        Ok(Conn {
+            client: self.0.connect()?,
+            prepared: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, c: &mut Conn) -> std::result::Result<(), postgres::Error> {
+        self.0.is_valid(&mut c.client)
+    }
+
+    fn has_broken(&self, c: &mut Conn) -> bool {
+        self.0.has_broken(&mut c.client)
+    }
+}
+
+type Pool = r2d2::Pool<Manager>;
 
 /// A PostgreSQL database as a [`Dialect`]: a pool of verified TLS
 /// connections.
 pub struct Postgres {
     pool: Pool,
     shown: String,
-    /// `?N` statements translated to `$N`, once each.
-    statements: Mutex<HashMap<&'static str, &'static str>>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -447,7 +489,7 @@ impl SqlCatalog<Postgres> {
                 (e, _) => e,
             }
         })?;
-        let manager = PostgresConnectionManager::new(p.config.clone(), tls);
+        let manager = Manager(PostgresConnectionManager::new(p.config.clone(), tls));
         let pool = r2d2::Pool::builder()
             .max_size(max_connections.max(1))
             .min_idle(Some(0))
@@ -457,7 +499,6 @@ impl SqlCatalog<Postgres> {
             db: Postgres {
                 pool,
                 shown: p.shown,
-                statements: Mutex::new(HashMap::new()),
             },
         };
         Ok(cat)
@@ -525,7 +566,7 @@ impl ToSql for Value {
 pub struct PgTx<'a> {
     tx: postgres::Transaction<'a>,
     op: &'static str,
-    statements: &'a Mutex<HashMap<&'static str, &'static str>>,
+    prepared: &'a mut HashMap<&'static str, postgres::Statement>,
 }
 
 /// `?N` placeholders as PostgreSQL's `$N` (the protocol's statements have
@@ -535,10 +576,18 @@ fn translate(sql: &str) -> String {
 }
 
 impl PgTx<'_> {
-    fn sql(&self, sql: &'static str) -> &'static str {
-        let mut m = self.statements.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(sql)
-            .or_insert_with(|| Box::leak(translate(sql).into_boxed_str()))
+    /// `sql` prepared on this connection (once: a prepared statement
+    /// outlives the transaction that prepared it).
+    fn sql(&mut self, sql: &'static str) -> Result<postgres::Statement> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self
+            .tx
+            .prepare(&translate(sql))
+            .map_err(|e| backend(self.op, e))?;
+        self.prepared.insert(sql, st.clone());
+        Ok(st)
     }
 
     fn params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
@@ -587,18 +636,18 @@ fn row_of(r: &postgres::Row, op: &'static str) -> Result<Row> {
 
 impl Tx for PgTx<'_> {
     fn exec(&mut self, sql: &'static str, params: &[Value]) -> Result<u64> {
-        let sql = self.sql(sql);
+        let sql = self.sql(sql)?;
         let op = self.op;
         self.tx
-            .execute(sql, &Self::params(params))
+            .execute(&sql, &Self::params(params))
             .map_err(|e| backend(op, e))
     }
 
     fn query(&mut self, sql: &'static str, params: &[Value]) -> Result<Vec<Row>> {
-        let sql = self.sql(sql);
+        let sql = self.sql(sql)?;
         let op = self.op;
         self.tx
-            .query(sql, &Self::params(params))
+            .query(&sql, &Self::params(params))
             .map_err(|e| backend(op, e))?
             .iter()
             .map(|r| row_of(r, op))
@@ -606,7 +655,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_unique(&mut self, sql: &'static str, params: &[Value]) -> Result<bool> {
-        let sql = self.sql(sql);
+        let sql = self.sql(sql)?;
         let op = self.op;
         // A failed statement aborts a PostgreSQL transaction: a savepoint
         // keeps the rest of it usable after a unique violation.
@@ -614,7 +663,7 @@ impl Tx for PgTx<'_> {
             .tx
             .savepoint("strata_unique")
             .map_err(|e| backend(op, e))?;
-        match sp.execute(sql, &Self::params(params)) {
+        match sp.execute(&sql, &Self::params(params)) {
             Ok(_) => {
                 sp.commit().map_err(|e| backend(op, e))?;
                 Ok(true)
@@ -639,23 +688,20 @@ impl Dialect for Postgres {
     ) -> Result<T> {
         let mut conn = self.pool.get().map_err(|e| pool_error(op, e))?;
         let e = |e| backend(op, e);
+        let Conn { client, prepared } = &mut *conn;
         let tx = match mode {
-            Mode::Read => conn
+            Mode::Read => client
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start(),
-            Mode::Write | Mode::WriteRelaxed => conn
+            Mode::Write | Mode::WriteRelaxed => client
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::Serializable)
                 .start(),
         }
         .map_err(e)?;
-        let mut t = PgTx {
-            tx,
-            op,
-            statements: &self.statements,
-        };
+        let mut t = PgTx { tx, op, prepared };
         if mode == Mode::WriteRelaxed {
             t.tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .map_err(e)?;
