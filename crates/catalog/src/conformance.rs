@@ -23,6 +23,56 @@ pub fn run_all<C: Catalog>(make: &dyn Fn() -> C, exact: bool) {
     streams_and_manifests(&make());
     deletes_keep_every_start(&make());
     gc_protocol(&make(), exact);
+    orphans_among_many(&make());
+}
+
+/// Scrub's orphan test over a listing page wider than the catalog's range
+/// pages: 2,500 committed chunks (one of them under generation 3), 2,000
+/// claimed by a running save but not committed, 40 objects nothing names,
+/// and a committed chunk listed under a generation it does not have. Only
+/// the last two kinds are orphans; a dry run dooms nothing.
+pub fn orphans_among_many(cat: &dyn Catalog) {
+    let p = cat.create_project("many", 1).unwrap();
+    let id = |i: u32, tag: &[u8]| ChunkId::of(&[tag, &i.to_le_bytes()].concat());
+    let committed: Vec<ChunkId> = (0..2500).map(|i| id(i, b"c")).collect();
+    let manifest: Vec<_> = committed.iter().map(|&c| entry(c, 1)).collect();
+    let mut news: Vec<_> = committed.iter().map(|&c| new_chunk(c, 0)).collect();
+    news[7] = new_chunk(committed[7], 3);
+    let s = stream(p.id, None, SnapshotId::new(1000, 1), 2500);
+    let save = begin(cat, i64::MAX);
+    cat.commit_stream(save, &s, &manifest, &news).unwrap();
+    let running = begin(cat, i64::MAX);
+    let claimed: Vec<ChunkId> = (0..2000).map(|i| id(i, b"i")).collect();
+    for batch in claimed.chunks(500) {
+        cat.claim_chunks(running, batch).unwrap();
+    }
+    let orphans: Vec<ChunkKey> = (0..40)
+        .map(|i| ChunkKey::from(id(i, b"o")))
+        .chain([ChunkKey::new(committed[9], 5), ChunkKey::from(committed[7])])
+        .collect();
+    let mut candidates: Vec<(ChunkKey, u64)> = committed
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (ChunkKey::new(c, if i == 7 { 3 } else { 0 }), 1))
+        .chain(claimed.iter().map(|&c| (ChunkKey::from(c), 1)))
+        .chain(orphans.iter().map(|&k| (k, 1)))
+        .collect();
+    candidates.sort();
+    cat.acquire_lease(SCRUB_LEASE, "s", 10_000, i64::MAX)
+        .unwrap();
+    let mut want = orphans.clone();
+    want.sort();
+    let mut found = cat.doom_orphans("s", &candidates, 11_000, true).unwrap();
+    found.sort();
+    assert_eq!(found, want, "orphans among 4,542 listed objects");
+    assert!(
+        cat.doomed_page(None, 100).unwrap().is_empty(),
+        "a dry run dooms nothing"
+    );
+    let mut found = cat.doom_orphans("s", &candidates, 11_000, false).unwrap();
+    found.sort();
+    assert_eq!(found, want);
+    assert_eq!(cat.doomed_page(None, 100).unwrap().len(), want.len());
 }
 
 pub fn begin(cat: &dyn Catalog, expires_ms: i64) -> SaveId {
