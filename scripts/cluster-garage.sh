@@ -51,6 +51,9 @@ replication_factor = 3
 consistency_mode = "consistent"
 metadata_fsync = true
 data_fsync = true
+# strata's chunks (and restic's packs) arrive compressed: Garage's own zstd
+# pass (level 1 by default) would only burn the nodes' CPU.
+compression_level = "none"
 rpc_bind_addr = "$(node_ip "$n"):3901"
 rpc_public_addr = "$(node_ip "$n"):3901"
 rpc_secret = "$(cat "$dir/secrets/garage_rpc_hex")"
