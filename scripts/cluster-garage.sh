@@ -182,7 +182,11 @@ nginx_up() {
 worker_processes 1;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-events { worker_connections 512; }
+# Each proxied request holds two connections; a fleet of hosts with 16
+# requests in flight each needs thousands (512 dropped TLS handshakes at 16
+# concurrent saves).
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
 http {
   access_log off;
   client_body_temp_path $d/body;

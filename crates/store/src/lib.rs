@@ -121,6 +121,16 @@ pub trait ChunkStore: Send + Sync {
     /// When the backend fails (a full disk, say).
     fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()>;
 
+    /// [`ChunkStore::put`] of bytes the caller gives away: a store that
+    /// sends them elsewhere (S3) need not copy them, and a retry clones a
+    /// reference, not the bytes. Wrappers forward it.
+    ///
+    /// # Errors
+    /// As [`ChunkStore::put`].
+    fn put_bytes(&self, id: &ChunkKey, data: bytes::Bytes) -> Result<()> {
+        self.put(id, &data)
+    }
+
     /// The stored bytes of `id`.
     ///
     /// # Errors

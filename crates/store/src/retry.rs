@@ -34,6 +34,10 @@ impl<S: ChunkStore> ChunkStore for RetryingStore<S> {
     fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
         self.policy.run("put", || self.inner.put(id, data))
     }
+    fn put_bytes(&self, id: &ChunkKey, data: bytes::Bytes) -> Result<()> {
+        self.policy
+            .run("put", || self.inner.put_bytes(id, data.clone()))
+    }
     fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
         self.policy.run("get", || self.inner.get(id))
     }
@@ -61,6 +65,9 @@ impl<S: ChunkStore> ChunkStore for RetryingStore<S> {
 impl<S: ChunkStore + ?Sized> ChunkStore for Box<S> {
     fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
         (**self).put(id, data)
+    }
+    fn put_bytes(&self, id: &ChunkKey, data: bytes::Bytes) -> Result<()> {
+        (**self).put_bytes(id, data)
     }
     fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
         (**self).get(id)
