@@ -21,7 +21,7 @@ fn key_of(data: &[u8]) -> ChunkKey {
     ChunkKey::from(ChunkId::of(data))
 }
 
-/// `put` is idempotent; `get` and `size` read it back; an absent chunk is
+/// `put` (and `put_bytes`) is idempotent; `get` and `size` read it back; an absent chunk is
 /// [`StoreError::NotFound`] naming its key.
 pub fn put_get_and_size(store: &dyn ChunkStore) {
     let a = b"alpha".to_vec();
@@ -33,6 +33,14 @@ pub fn put_get_and_size(store: &dyn ChunkStore) {
     store.flush().unwrap();
     assert_eq!(store.get(&ia).unwrap(), a);
     assert_eq!(store.size(&ia).unwrap(), Some(5));
+    // Given away instead of lent: the same object.
+    let b = vec![7u8; 300_000];
+    let ib = key_of(&b);
+    store.put_bytes(&ib, b.clone().into()).unwrap();
+    store.put_bytes(&ib, b.clone().into()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.get(&ib).unwrap(), b);
+    assert_eq!(store.size(&ib).unwrap(), Some(300_000));
 }
 
 /// Another generation of the same chunk is another object.

@@ -266,7 +266,8 @@ impl ChunkStore for S3Store {
         let path = self.path(id);
         self.rt
             .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map(|b| b.to_vec())
+            // Without a copy when the body is one buffer (it usually is).
+            .map(Vec::from)
             .map_err(|e| backend("get", Some(*id), e))
     }
 
