@@ -81,8 +81,8 @@ fn save_through(env: &Env, p: &Path, fault: impl FnOnce()) -> String {
 }
 
 /// Random content big enough that a save of it takes seconds here.
-fn big(p: &Path, name: &str, seed: u8) {
-    fs::write(p.join(name), tree::content(64_000_000, seed)).unwrap();
+fn big(p: &Path, name: &str, seed: u8, len: usize) {
+    fs::write(p.join(name), tree::content(len, seed)).unwrap();
 }
 
 /// A node killed while a save uploads: the save completes (the write
@@ -99,11 +99,11 @@ fn a_node_killed_mid_save_then_replaced_while_another_is_down_loses_nothing() {
     let p = c.path("proj");
     fs::create_dir(&p).unwrap();
     tree::sample_tree(&p);
-    big(&p, "a.bin", 1);
+    big(&p, "a.bin", 1, 64_000_000);
     c.save(&p, &[]);
     let first = tree::capture(&p);
 
-    big(&p, "b.bin", 2);
+    big(&p, "b.bin", 2, 64_000_000);
     let restart = Restart("2");
     save_through(&c, &p, || cluster(&["kill-node", "2"]));
     let second = tree::capture(&p);
@@ -127,8 +127,8 @@ fn a_node_killed_mid_save_then_replaced_while_another_is_down_loses_nothing() {
 }
 
 /// PostgreSQL stops (fast shutdown: every connection is cut) and starts
-/// again while a save runs: the pool finds its connections dead and
-/// connects again until the server is back (a catalog call that fails
+/// again while a save runs: the pool replaces its dead connections
+/// (connecting again until the server is back; a catalog call that fails
 /// meanwhile is transient and retried), and the save completes; both
 /// snapshots restore byte for byte.
 #[test]
@@ -141,20 +141,23 @@ fn postgres_restarted_mid_save_the_save_completes_after_retries() {
     tree::sample_tree(&p);
     c.save(&p, &[]);
     let first = tree::capture(&p);
-    big(&p, "b.bin", 3);
+    // A restart takes a second or two: the save must outlast it.
+    big(&p, "b.bin", 3, 128_000_000);
     let log = save_through(&c, &p, || cluster(&["restart-pg"]));
-    // The save met the restart: a pooled connection was found dead (the
-    // pool then connects again until the server is back) or a catalog
-    // call failed as transient and was retried.
-    let met: Vec<&str> = log
+    // The save was running before the restart and after it (asserted by
+    // save_through), so its commit ran on connections made after it: every
+    // pooled one was cut. How it got them is told, not asserted: the pool
+    // drops a closed connection on checkout without a word, finds one that
+    // dies in its check ("error connecting to server" while the server is
+    // still down), or a call fails as transient and is retried.
+    let met = log
         .lines()
         .filter(|l| {
             l.contains("error connecting to server")
                 || (l.contains("transient failure; retrying") && l.contains("catalog"))
         })
-        .collect();
-    assert!(!met.is_empty(), "the save never met the restart:\n{log}");
-    eprintln!("{} reconnects or retries, first: {}", met.len(), met[0]);
+        .count();
+    eprintln!("{met} logged reconnects or retries");
     let second = tree::capture(&p);
     let all = snapshots(&c);
     assert_eq!(all.len(), 2);
