@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,15 +36,6 @@ impl Drop for Restart {
     fn drop(&mut self) {
         cluster(&["start-node", self.0]);
     }
-}
-
-/// The snapshots of `proj`, oldest first.
-fn snapshots(env: &Env) -> Vec<String> {
-    env.json(&["streams", "proj"])
-        .into_iter()
-        .filter(|v| v["type"] == "stream")
-        .map(|v| v["end"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Starts a save of `p` and runs `fault` once the save has run a while;
@@ -80,6 +72,16 @@ fn save_through(env: &Env, p: &Path, fault: impl FnOnce()) -> String {
     log
 }
 
+/// Each of `snaps` restores exactly its tree; `check --read-data` is clean.
+fn all_restore(c: &Env, snaps: &[String], trees: &[&BTreeMap<String, tree::Node>]) {
+    assert_eq!(snaps.len(), trees.len(), "{snaps:?}");
+    for (snap, want) in snaps.iter().zip(trees) {
+        c.restore_matches("proj", snap, want);
+    }
+    let check = c.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
+}
+
 /// Random content big enough that a save of it takes seconds here.
 fn big(p: &Path, name: &str, seed: u8, len: usize) {
     fs::write(p.join(name), tree::content(len, seed)).unwrap();
@@ -107,23 +109,14 @@ fn a_node_killed_mid_save_then_replaced_while_another_is_down_loses_nothing() {
     let restart = Restart("2");
     save_through(&c, &p, || cluster(&["kill-node", "2"]));
     let second = tree::capture(&p);
-    let all = snapshots(&c);
-    assert_eq!(all.len(), 2);
-    for (snap, want) in all.iter().zip([&first, &second]) {
-        c.restore_matches("proj", snap, want);
-    }
-    let check = c.summary(&["check", "--read-data"]);
-    assert_eq!(check["problems"], 0, "{check}");
+    let all = c.snapshots("proj");
+    all_restore(&c, &all, &[&first, &second]);
     drop(restart);
 
     cluster(&["replace-node", "2"]);
     cluster(&["kill-node", "3"]);
     let _restart = Restart("3");
-    for (snap, want) in all.iter().zip([&first, &second]) {
-        c.restore_matches("proj", snap, want);
-    }
-    let check = c.summary(&["check", "--read-data"]);
-    assert_eq!(check["problems"], 0, "{check}");
+    all_restore(&c, &all, &[&first, &second]);
 }
 
 /// PostgreSQL stops (fast shutdown: every connection is cut) and starts
@@ -159,11 +152,6 @@ fn postgres_restarted_mid_save_the_save_completes_after_retries() {
         .count();
     eprintln!("{met} logged reconnects or retries");
     let second = tree::capture(&p);
-    let all = snapshots(&c);
-    assert_eq!(all.len(), 2);
-    for (snap, want) in all.iter().zip([&first, &second]) {
-        c.restore_matches("proj", snap, want);
-    }
-    let check = c.summary(&["check", "--read-data"]);
-    assert_eq!(check["problems"], 0, "{check}");
+    let all = c.snapshots("proj");
+    all_restore(&c, &all, &[&first, &second]);
 }

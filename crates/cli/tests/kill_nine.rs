@@ -15,14 +15,6 @@ use common::Env;
 use serde_json::Value;
 use strata_testing::tree::{self, Node};
 
-fn snapshots(env: &Env) -> Vec<String> {
-    env.json(&["streams", "proj"])
-        .into_iter()
-        .filter(|v| v["type"] == "stream")
-        .map(|v| v["end"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn killed_saves_never_leave_a_broken_repository() {
     kill_saves(&Env::new(), 50, &[]);
@@ -67,7 +59,7 @@ fn kill_saves(env: &Env, rounds: u64, hosts: &[Env]) {
     // (start-up, walk, upload, commit).
     let mut typical = first.elapsed();
     let mut expected: BTreeMap<String, BTreeMap<String, Node>> = BTreeMap::new();
-    expected.insert(snapshots(env)[0].clone(), tree::capture(&p));
+    expected.insert(env.snapshots("proj")[0].clone(), tree::capture(&p));
 
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |n: u64| {
@@ -98,7 +90,7 @@ fn kill_saves(env: &Env, rounds: u64, hosts: &[Env]) {
         }
         std::thread::sleep(Duration::from_millis(60));
         let capture = tree::capture(&p);
-        let before = snapshots(env).len();
+        let before = env.snapshots("proj").len();
         let mut child = host(round).spawn(&["save".as_ref(), p.as_os_str()]);
         let started = Instant::now();
         let at = Duration::from_micros(next(typical.as_micros() as u64 + 1));
@@ -110,7 +102,7 @@ fn kill_saves(env: &Env, rounds: u64, hosts: &[Env]) {
         } else {
             typical = started.elapsed();
         }
-        let after = snapshots(env);
+        let after = env.snapshots("proj");
         if after.len() > before {
             // It committed before the kill: that snapshot is this tree.
             let new = after

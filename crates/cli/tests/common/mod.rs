@@ -263,6 +263,15 @@ impl Env {
         std::fs::remove_dir_all(&t).unwrap();
     }
 
+    /// The snapshots of `project`'s streams, in the order listed.
+    pub fn snapshots(&self, project: &str) -> Vec<String> {
+        self.json(&["streams", project])
+            .into_iter()
+            .filter(|v| v["type"] == "stream")
+            .map(|v| v["end"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The summary line of a `--json` command that succeeds.
     pub fn summary(&self, args: &[&str]) -> Value {
         self.json(args)
