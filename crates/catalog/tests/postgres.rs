@@ -15,32 +15,12 @@ use postgres_openssl::MakeTlsConnector;
 use strata_catalog::conformance;
 use strata_catalog::{Catalog, PostgresCatalog, RetryingCatalog};
 use strata_core::RetryPolicy;
+use strata_testing::cluster::url_param as param;
 
 /// The superuser URL of the test cluster, or `None` (then the test says it
 /// is skipped; under CI a missing cluster is a failure).
 fn admin_url() -> Option<String> {
-    match std::env::var("STRATA_TEST_PG_ADMIN_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "STRATA_TEST_PG_ADMIN_URL is not set: scripts/test starts PostgreSQL (scripts/cluster up) and exports it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: no PostgreSQL (run scripts/test, or eval \"$(scripts/cluster env)\")"
-            );
-            None
-        }
-    }
-}
-
-fn param<'a>(url: &'a str, key: &str) -> &'a str {
-    url.split_once('?')
-        .map_or("", |(_, q)| q)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing from {url}"))
+    strata_testing::cluster::setting("STRATA_TEST_PG_ADMIN_URL")
 }
 
 /// Creates a fresh database and returns the admin URL pointing at it.

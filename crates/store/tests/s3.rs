@@ -8,22 +8,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_core::{ChunkId, ChunkKey, Transient};
 use strata_store::{ChunkStore, RetryPolicy, RetryingStore, S3Store, conformance};
+use strata_testing::cluster::url_param;
 
 fn s3_url() -> Option<String> {
-    match std::env::var("STRATA_TEST_S3_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "STRATA_TEST_S3_URL is not set: scripts/test starts Garage (scripts/cluster up) and exports it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: no Garage cluster (run scripts/test, or eval \"$(scripts/cluster env)\")"
-            );
-            None
-        }
-    }
+    strata_testing::cluster::setting("STRATA_TEST_S3_URL")
 }
 
 fn with_prefix(url: &str, prefix: &str) -> String {
@@ -55,18 +43,11 @@ fn s3_on_garage_passes_the_store_conformance_suite() {
 fn a_certificate_from_another_ca_is_refused_at_once_without_secrets() {
     let Some(url) = s3_url() else { return };
     let other = std::env::var("STRATA_TEST_PG_OTHER_CA").unwrap();
-    let ca = url
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("ca="))
-        .unwrap()
-        .to_string();
+    let ca = url_param(&url, "ca");
     let bad = url.replace(&format!("ca={ca}"), &format!("ca={other}"));
     let text = refused(&bad);
     assert!(text.contains("certificate"), "{text}");
-    let creds = url
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("credentials="))
-        .unwrap();
+    let creds = url_param(&url, "credentials");
     let secret = std::fs::read_to_string(creds).unwrap();
     let secret = secret
         .lines()
@@ -100,11 +81,7 @@ fn refused(url: &str) -> String {
 #[test]
 fn an_expired_certificate_or_a_wrong_host_name_is_refused_and_named() {
     let Some(url) = s3_url() else { return };
-    let endpoint = url
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("s3://strata?endpoint="))
-        .unwrap()
-        .to_string();
+    let endpoint = url_param(&url, "endpoint").to_string();
     let port = std::env::var("STRATA_TEST_S3_EXPIRED_PORT").unwrap();
     let (host, _) = endpoint.rsplit_once(':').unwrap();
     let expired = refused(&url.replace(&endpoint, &format!("{host}:{port}")));

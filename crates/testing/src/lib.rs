@@ -5,6 +5,7 @@
 //! with what was saved; [`privilege`] runs tests a second time as an
 //! unprivileged user when the suite runs as root.
 
+pub mod cluster;
 pub mod privilege;
 pub mod proxy;
 pub mod tree;

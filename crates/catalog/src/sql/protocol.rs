@@ -52,9 +52,9 @@ fn rows_and_intents_among<T: Tx>(
             true,
         ),
         (
-            "SELECT DISTINCT chunk, 0 FROM intents WHERE chunk >= ?1 AND chunk <= ?2
+            "SELECT DISTINCT chunk FROM intents WHERE chunk >= ?1 AND chunk <= ?2
              ORDER BY chunk LIMIT ?3",
-            "SELECT DISTINCT chunk, 0 FROM intents WHERE chunk > ?1 AND chunk <= ?2
+            "SELECT DISTINCT chunk FROM intents WHERE chunk > ?1 AND chunk <= ?2
              ORDER BY chunk LIMIT ?3",
             false,
         ),

@@ -305,32 +305,7 @@ impl Env {
     }
 }
 
-/// The test cluster's setting `name` (exported by `scripts/cluster env`,
-/// which `scripts/test` evaluates), or `None` with a SKIPPED line; under
-/// CI a missing cluster is a failure, never a skip.
-pub fn cluster_setting(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{name} is not set: scripts/test starts the cluster (scripts/cluster up)")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: no test cluster (run scripts/test, or eval \"$(scripts/cluster env)\")"
-            );
-            None
-        }
-    }
-}
-
-/// The value of query parameter `key` in `url`.
-pub fn url_param<'a>(url: &'a str, key: &str) -> &'a str {
-    url.split_once('?')
-        .map_or("", |(_, q)| q)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing from the URL"))
-}
+pub use strata_testing::cluster::{setting as cluster_setting, url_param};
 
 /// A fresh database on the test cluster's PostgreSQL (made with psql over
 /// TLS, the password on its environment, never in argv): its URL with the
