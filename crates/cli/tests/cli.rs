@@ -288,3 +288,96 @@ fn host_ids_are_recorded_and_hosts_must_agree_on_settings() {
         .stderr(predicates::str::contains("differ from the repository"))
         .stderr(predicates::str::contains("avg-size=262144"));
 }
+
+/// A restore is on disk before it is renamed into place, and the rename
+/// before the directory is recorded as holding the snapshot: the order of
+/// the system calls of a real restore (traced with strace), as this user
+/// and as nobody. The chain restored has a stream of metadata-only changes
+/// (every file touched, bytes unchanged), restored exactly.
+#[test]
+fn a_restore_is_durable_before_it_is_renamed_and_recorded() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "strace is missing (scripts/test installs it)"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+        return;
+    }
+    for env in Env::both() {
+        let src = env.path("proj");
+        fs::create_dir(&src).unwrap();
+        tree::sample_tree(&src);
+        env.give(&src);
+        env.save(&src, &[]);
+        // Every file touched (mtime and mode), no byte changed.
+        for e in walkdir::WalkDir::new(&src).into_iter().flatten() {
+            if e.file_type().is_file() {
+                let t = filetime::FileTime::from_unix_time(1_700_000_000, 5);
+                filetime::set_file_mtime(e.path(), t).unwrap();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let s2 = env.save(&src, &[]);
+        assert!(s2["changed"].as_u64().unwrap() > 3, "{s2}");
+        let want = tree::capture(&src);
+
+        let target = env.path("restored");
+        let log = env.path("restore.strace");
+        let prog = env.program();
+        let mut c = std::process::Command::new("strace");
+        c.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", "trace=syncfs,fsync,rename,renameat,renameat2"])
+            .arg(prog.get_program())
+            .args(prog.get_args())
+            .args(["restore", "proj"])
+            .arg(&target);
+        for (k, v) in prog.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tree::assert_same(&want, &tree::capture(&target), "restored chain");
+
+        let trace = fs::read_to_string(&log).unwrap();
+        let line = |pred: &dyn Fn(&str) -> bool, what: &str| {
+            trace
+                .lines()
+                .position(pred)
+                .unwrap_or_else(|| panic!("no {what} in the trace:\n{trace}"))
+        };
+        let target_s = target.display().to_string();
+        let synced = line(&|l| l.contains("syncfs("), "syncfs");
+        let renamed = line(
+            &|l| l.contains("rename") && l.contains("/tree\"") && l.contains(&target_s),
+            "rename of the tree onto the target",
+        );
+        let parent_synced = trace
+            .lines()
+            .enumerate()
+            .skip(renamed)
+            .find(|(_, l)| l.contains("fsync("))
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("no fsync after the rename:\n{trace}"));
+        let recorded = line(
+            &|l| l.contains("rename") && l.contains("state.toml.tmp"),
+            "rename of state.toml",
+        );
+        assert!(
+            synced < renamed && renamed < parent_synced && parent_synced < recorded,
+            "order: syncfs {synced}, rename {renamed}, fsync {parent_synced}, record {recorded}\n{trace}"
+        );
+    }
+}

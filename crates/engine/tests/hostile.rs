@@ -382,6 +382,56 @@ fn a_patch_that_does_not_produce_its_hash_is_refused() {
     assert_eq!(fs::read(t2.join("f")).unwrap(), b"Jello world");
 }
 
+/// Within one chain, a patch without data of a file the session wrote is
+/// checked against the hash the session recorded instead of reading the
+/// file back: a hash that is not the file's is still refused, naming it,
+/// and the right one is accepted without a read.
+#[test]
+fn a_data_less_patch_in_a_session_is_checked_against_what_was_written() {
+    let end = |hash: &[u8; 32]| {
+        let mut e = Enc::default();
+        e.u64(11);
+        e.0.extend_from_slice(hash);
+        e.0
+    };
+    for (claimed, ok) in [
+        (*blake3::hash(b"hello world").as_bytes(), true),
+        (*blake3::hash(b"Hello world").as_bytes(), false),
+    ] {
+        let sandbox = tempfile::tempdir().unwrap();
+        let t = sandbox.path().join("t");
+        fs::create_dir(&t).unwrap();
+        let mut session = native::ReceiveSession::new(true);
+        native::receive_in(
+            &t,
+            &B::new().dir("").file(b"f", b"hello world").finish()[..],
+            &ReceiveOptions::new(None),
+            &Quiet,
+            &mut session,
+        )
+        .unwrap();
+        session.set_more_follow(false);
+        let s = patch(B::with_header(2, "s1", "s2"), b"f", 11)
+            .raw(tag::PATCH_END, &end(&claimed))
+            .finish();
+        let r = native::receive_in(
+            &t,
+            &s[..],
+            &ReceiveOptions::new(Some("s1")),
+            &Quiet,
+            &mut session,
+        );
+        if ok {
+            r.unwrap();
+            assert_eq!(fs::read(t.join("f")).unwrap(), b"hello world");
+        } else {
+            let err = r.unwrap_err().to_string();
+            assert!(err.contains("does not match its content hash"), "{err}");
+            assert!(err.contains("\"f\""), "{err}");
+        }
+    }
+}
+
 fn real_stream() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use strata_catalog::Project;
 use strata_core::{SnapshotId, StreamInfo, apply_plan};
-use strata_engine::native::{self, Owners, ReceiveOptions, SendOptions};
+use strata_engine::native::{self, Owners, ReceiveOptions, ReceiveSession, SendOptions};
 
 use crate::error::{Error, Result};
 use crate::progress::{EngineObserver, Progress};
@@ -173,10 +173,23 @@ pub fn restore(
             ),
         );
     }
+    let written = Instant::now();
+    // Durable before it is renamed into place and recorded: after a power
+    // cut, the target is either absent or holds the whole snapshot, never
+    // files the recorded snapshot does not match (which the next save
+    // would take for the user's changes). One syncfs of the file system
+    // the tree is on: cheaper than an fsync per file, the same guarantee.
+    if let Err(e) = sync_file_system(&tree) {
+        remove_tree(&staging);
+        return Err(Error::system(
+            format!("make the restore durable in {}", staging.display()),
+            e,
+        ));
+    }
     // Let the last writes leave the racy window before the rename: the
     // index then trusts the restored files, and every write after the
     // rename is newer than the threshold (see native::build_index).
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(60).saturating_sub(written.elapsed()));
     let renamed_at = SystemTime::now();
     // rename(2) replaces an empty target directory atomically.
     if let Err(e) = fs::rename(&tree, target) {
@@ -187,6 +200,10 @@ pub fn restore(
         ));
     }
     let _ = fs::remove_dir(&staging);
+    // The rename itself is durable before the restore is recorded.
+    fs::File::open(&parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::system(format!("sync {}", parent.display()), e))?;
     let target = fs::canonicalize(target)
         .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
     remember(repo, &project, &snapshot, &target, renamed_at)?;
@@ -240,7 +257,11 @@ fn apply_chain(
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     progress.phase("restore", Some(total));
     let mut applied = Applied::default();
-    for stream in plan {
+    // One session for the chain: a later stream's metadata-only patches
+    // of files an earlier one wrote need no read-back.
+    let mut session = ReceiveSession::new(plan.len() > 1);
+    for (i, stream) in plan.iter().enumerate() {
+        session.set_more_follow(i + 1 < plan.len());
         let context = format!(
             "project {:?}, stream {} ({})",
             project.name, stream.id, stream.end
@@ -265,7 +286,7 @@ fn apply_chain(
             workers,
             workers * 2 + 2,
             |r| {
-                native::receive(
+                native::receive_in(
                     staging,
                     CountingReader {
                         inner: r,
@@ -277,6 +298,7 @@ fn apply_chain(
                         progress,
                         count_files: false,
                     },
+                    &mut session,
                 )
             },
         );
@@ -359,6 +381,9 @@ fn remember(
         let _ = fs::remove_file(&tmp);
         return Err(Error::system(format!("index {}", target.display()), e));
     }
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::system(format!("sync {}", tmp.display()), e))?;
     wt.record(
         &WorktreeState {
             path: target.to_path_buf(),
@@ -369,6 +394,12 @@ fn remember(
         },
         &tmp,
     )
+}
+
+/// Writes everything of the file system that holds `dir` to disk.
+fn sync_file_system(dir: &Path) -> std::io::Result<()> {
+    let d = fs::File::open(dir)?;
+    rustix::fs::syncfs(&d).map_err(std::io::Error::from)
 }
 
 /// Removes a staging tree, read-only directories included.

@@ -8,7 +8,7 @@
 //! directory from running at once.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -137,7 +137,14 @@ impl Worktree {
             let what = what.display().to_string();
             move |e| Error::system(format!("write {what}"), e)
         };
-        fs::write(&tmp, toml::to_string(state).expect("state serialises")).map_err(sys(&tmp))?;
+        // Durable before the rename: a power cut leaves the old state or
+        // the new one, never an empty file.
+        fs::File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(toml::to_string(state).expect("state serialises").as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(sys(&tmp))?;
         fs::rename(&tmp, &p).map_err(sys(&p))
     }
 

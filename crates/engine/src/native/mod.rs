@@ -12,7 +12,7 @@ mod send;
 
 pub use nofollow::can_chown;
 pub use owners::Owners;
-pub use receive::{ReceiveOptions, ReceiveSummary, receive};
+pub use receive::{ReceiveOptions, ReceiveSession, ReceiveSummary, receive, receive_in};
 pub use send::{SendOptions, SendSummary, build_index, send};
 
 use crate::format::Meta;

@@ -12,11 +12,12 @@
 //! privilege the saved tree did not have (set-id bits only with their
 //! saved, non-root owner; no file capabilities).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt as _, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt as _, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use filetime::FileTime;
@@ -74,6 +75,54 @@ impl ReceiveOptions {
     }
 }
 
+/// Files up to this size have their content hashed as they are written,
+/// so a later stream of the same chain that changes only their metadata
+/// (a patch without data) needs no read-back ([`ReceiveSession`]).
+const HASH_WRITTEN_UP_TO: u64 = 1 << 20;
+/// Most files a [`ReceiveSession`] remembers (about 80 bytes each).
+const KNOWN_MAX: usize = 1 << 18;
+
+/// State kept across the streams of one chain applied by one process into
+/// a directory nobody else writes (a restore's private staging tree).
+///
+/// It remembers the content hash of the files it wrote (by device and
+/// inode), so that a later FILE_PATCH without data, which a save writes for
+/// every file whose mtime changed but whose bytes did not, is checked
+/// against the hash instead of reading the file back. A file it did not
+/// write, or wrote too large to hash, is read back as before. Bounded:
+/// at most [`KNOWN_MAX`] files, then the oldest records are not replaced
+/// and files beyond them are read back.
+#[derive(Default)]
+pub struct ReceiveSession {
+    known: HashMap<(u64, u64), (u64, [u8; 32])>,
+    /// Hash what is written (only worth it when more streams follow).
+    track: bool,
+    buf: Vec<u8>,
+}
+
+impl ReceiveSession {
+    /// A session for a chain of streams; `more_follow` tells whether any
+    /// stream after the next one will be applied (otherwise nothing is
+    /// hashed: nobody would use it).
+    pub fn new(more_follow: bool) -> Self {
+        Self {
+            track: more_follow,
+            ..Self::default()
+        }
+    }
+
+    /// Sets whether streams after the next one will be applied.
+    pub fn set_more_follow(&mut self, more_follow: bool) {
+        self.track = more_follow;
+    }
+
+    fn remember(&mut self, key: (u64, u64), size: u64, hash: [u8; 32]) {
+        if self.known.len() < KNOWN_MAX || self.known.contains_key(&key) {
+            self.known.insert(key, (size, hash));
+        }
+    }
+}
+
 struct OpenFile {
     path: RelPath,
     file: File,
@@ -82,9 +131,19 @@ struct OpenFile {
     /// For a patch: the declared new size and the lowest offset the next
     /// PATCH_DATA may write at (ranges come in order and do not overlap).
     patch: Option<(u64, u64)>,
+    /// The hash of what was written, while it is small enough to track.
+    hasher: Option<blake3::Hasher>,
+    /// The file's device and inode (patches: from the check at open).
+    key: Option<(u64, u64)>,
+    /// A patched file's status when it was opened.
+    opened: Option<fs::Metadata>,
 }
 
 struct Receiver<'a> {
+    session: &'a mut ReceiveSession,
+    /// The process umask takes owner bits away from a new directory's
+    /// 0700, so it needs a chmod (see [`umask_bites_owner`]).
+    umask_bites: bool,
     root: &'a Path,
     obs: &'a dyn Observer,
     owners: Owners,
@@ -112,6 +171,22 @@ pub fn receive<R: Read>(
     input: R,
     opts: &ReceiveOptions,
     obs: &dyn Observer,
+) -> Result<ReceiveSummary> {
+    receive_in(target, input, opts, obs, &mut ReceiveSession::default())
+}
+
+/// [`receive`] as one stream of a chain that `session` spans: the
+/// streams of one chain applied in order into a directory only this
+/// process writes.
+///
+/// # Errors
+/// As [`receive`].
+pub fn receive_in<R: Read>(
+    target: &Path,
+    input: R,
+    opts: &ReceiveOptions,
+    obs: &dyn Observer,
+    session: &mut ReceiveSession,
 ) -> Result<ReceiveSummary> {
     let target_holds = opts.holds.as_deref();
     let mut r = RecordReader::new(
@@ -147,6 +222,8 @@ pub fn receive<R: Read>(
         });
     }
     let mut rx = Receiver {
+        session,
+        umask_bites: umask_bites_owner(),
         root: target,
         obs,
         owners: opts.owners,
@@ -262,6 +339,11 @@ impl Receiver<'_> {
                     .write_all(rec.payload)
                     .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
                 f.written += rec.payload.len() as u64;
+                if f.written > HASH_WRITTEN_UP_TO {
+                    f.hasher = None;
+                } else if let Some(h) = f.hasher.as_mut() {
+                    h.update(rec.payload);
+                }
                 self.file_bytes += rec.payload.len() as u64;
                 self.obs.file_bytes(rec.payload.len() as u64);
                 Ok(())
@@ -309,17 +391,28 @@ impl Receiver<'_> {
                         format!("patch declares {declared} bytes, ends with {size}"),
                     ));
                 }
-                f.file
-                    .set_len(size)
-                    .map_err(|e| EngineError::io("truncate", &full, e))?;
+                // A patch without data of a file this session wrote, with
+                // the size and content hash the session recorded: the file
+                // holds exactly those bytes, no read-back needed.
+                let known = f.key.and_then(|k| self.session.known.get(&k)).copied();
+                let unchanged =
+                    f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
+                if !unchanged {
+                    f.file
+                        .set_len(size)
+                        .map_err(|e| EngineError::io("truncate", &full, e))?;
+                }
                 // The patched file must be exactly what the sender read.
                 let mut h = blake3::Hasher::new();
-                let mut buf = vec![0u8; 1 << 20];
+                let buf = &mut self.session.buf;
+                if !unchanged && buf.is_empty() {
+                    buf.resize(1 << 20, 0);
+                }
                 let mut at = 0u64;
-                while at < size {
+                while !unchanged && at < size {
                     let n = f
                         .file
-                        .read_at(&mut buf, at)
+                        .read_at(buf, at)
                         .map_err(|e| EngineError::io("read", &full, e))?;
                     if n == 0 {
                         break;
@@ -327,7 +420,7 @@ impl Receiver<'_> {
                     h.update(&buf[..n]);
                     at += n as u64;
                 }
-                if *h.finalize().as_bytes() != want {
+                if !unchanged && *h.finalize().as_bytes() != want {
                     return Err(EngineError::Corrupt {
                         offset: rec.offset,
                         why: format!(
@@ -335,6 +428,11 @@ impl Receiver<'_> {
                             f.path
                         ),
                     });
+                }
+                if let Some(k) = f.key
+                    && (self.session.track || known.is_some())
+                {
+                    self.session.remember(k, size, want);
                 }
                 self.finish_file(f)
             }
@@ -351,6 +449,7 @@ impl Receiver<'_> {
                         format!("declares {size} bytes but carries {}", f.written),
                     ));
                 }
+                self.record_written(&f)?;
                 self.finish_file(f)
             }
             tag::FILE_ABORT => {
@@ -359,6 +458,9 @@ impl Receiver<'_> {
                 };
                 rec_end(rec)?;
                 let p = f.path.under(self.root);
+                if let Some(k) = f.key {
+                    self.session.known.remove(&k);
+                }
                 drop(f.file);
                 fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
                 self.after_abort = true;
@@ -416,36 +518,61 @@ impl Receiver<'_> {
             tag::DIR => {
                 let meta = d.meta()?;
                 d.end()?;
-                if !path.is_root() {
-                    self.remove_existing(&path, true)?;
-                }
-                match fs::create_dir(&full) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(EngineError::io("create directory", &full, e)),
-                }
                 // Writable while its contents arrive; final mode on leaving.
-                nofollow::chmod(&full, 0o700, FileType::Directory)
-                    .map_err(|e| EngineError::io("chmod", &full, e))?;
+                let mkdir = || fs::DirBuilder::new().mode(0o700).create(&full);
+                // Whether it still needs its owner's rwx for what follows.
+                let needs_chmod = match mkdir() {
+                    Ok(()) => self.umask_bites,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        // A directory stays; anything else goes (never followed).
+                        match fs::symlink_metadata(&full) {
+                            Ok(md) if md.file_type().is_dir() => md.mode() & 0o700 != 0o700,
+                            _ => {
+                                self.remove_existing(&path, false)?;
+                                mkdir()
+                                    .map_err(|e| EngineError::io("create directory", &full, e))?;
+                                self.umask_bites
+                            }
+                        }
+                    }
+                    Err(e) => return Err(EngineError::io("create directory", &full, e)),
+                };
+                if needs_chmod {
+                    nofollow::chmod(&full, 0o700, FileType::Directory)
+                        .map_err(|e| EngineError::io("chmod", &full, e))?;
+                }
                 self.dirs.push((path, meta));
             }
             tag::FILE => {
                 let meta = d.meta()?;
                 d.end()?;
-                self.remove_existing(&path, false)?;
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&full)
-                    .map_err(|e| EngineError::io("create", &full, e))?;
+                let create = || {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(&full)
+                };
+                // O_EXCL never follows or reuses what is there: when
+                // something is, remove it (never followed) and create again.
+                let file = match create() {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        self.remove_existing(&path, false)?;
+                        create()
+                    }
+                    other => other,
+                }
+                .map_err(|e| EngineError::io("create", &full, e))?;
                 self.open = Some(OpenFile {
                     path,
                     file,
                     meta,
                     written: 0,
                     patch: None,
+                    hasher: self.session.track.then(blake3::Hasher::new),
+                    key: None,
+                    opened: None,
                 });
             }
             tag::FILE_PATCH => {
@@ -489,6 +616,9 @@ impl Receiver<'_> {
                     meta,
                     written: 0,
                     patch: Some((size, 0)),
+                    hasher: None,
+                    key: Some((opened.dev(), opened.ino())),
+                    opened: Some(opened),
                 });
             }
             tag::SYMLINK => {
@@ -557,7 +687,7 @@ impl Receiver<'_> {
                 // O_NONBLOCK: opening a FIFO for reading never waits.
                 let fifo = nofollow::open_entry(&full, false)
                     .map_err(|e| EngineError::io("open", &full, e))?;
-                self.apply_meta(&fifo, &meta, false, &path)?;
+                self.apply_meta(&fifo, &meta, false, &path, None)?;
             }
             _ => unreachable!("entry() is called for entry tags only"),
         }
@@ -568,7 +698,13 @@ impl Receiver<'_> {
     /// real directory (not a symlink) that exists.
     fn check_parent(&mut self, path: &RelPath) -> Result<()> {
         let parent = path.parent();
-        if parent.is_root() || self.parent_ok.as_ref() == Some(&parent) {
+        // The innermost directory this stream entered and has not left was
+        // checked (its parents too) and made or found a real directory
+        // when its DIR record came.
+        if parent.is_root()
+            || self.parent_ok.as_ref() == Some(&parent)
+            || self.dirs.last().is_some_and(|(d, _)| *d == parent)
+        {
             return Ok(());
         }
         let mut at = self.root.to_path_buf();
@@ -622,8 +758,44 @@ impl Receiver<'_> {
         }
     }
 
+    /// Records the content hash of a file just written whole, or forgets
+    /// what was recorded for its inode (a number the file system may have
+    /// reused) when it was too large to hash.
+    fn record_written(&mut self, f: &OpenFile) -> Result<()> {
+        if !self.session.track && self.session.known.is_empty() {
+            return Ok(());
+        }
+        let md = f
+            .file
+            .metadata()
+            .map_err(|e| EngineError::io("stat", f.path.under(self.root), e))?;
+        let key = (md.dev(), md.ino());
+        match (&f.hasher, self.session.track) {
+            (Some(h), true) => {
+                let hash = *h.finalize().as_bytes();
+                self.session.remember(key, f.written, hash);
+            }
+            _ => {
+                self.session.known.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
     fn finish_file(&mut self, f: OpenFile) -> Result<()> {
-        self.apply_meta(&f.file, &f.meta, false, &f.path)
+        // A patched file is the old inode: skip what it already has. Its
+        // status at open holds unless data was written (a write can clear
+        // set-id bits).
+        let now = match (&f.opened, f.written) {
+            (Some(md), 0) => Some(md.clone()),
+            (Some(_), _) => Some(
+                f.file
+                    .metadata()
+                    .map_err(|e| EngineError::io("stat", f.path.under(self.root), e))?,
+            ),
+            (None, _) => None,
+        };
+        self.apply_meta(&f.file, &f.meta, false, &f.path, now.as_ref())
     }
 
     /// Gives the open entry `f` (at `path`) its recorded owner, extended
@@ -631,9 +803,18 @@ impl Receiver<'_> {
     /// chown clears set-id bits, then only the bits [`Owners::mode`] allows.
     /// A patched file or a kept directory is the old inode, so attributes
     /// it no longer has are removed.
-    fn apply_meta(&mut self, f: &File, meta: &Meta, is_dir: bool, path: &RelPath) -> Result<()> {
+    fn apply_meta(
+        &mut self,
+        f: &File,
+        meta: &Meta,
+        is_dir: bool,
+        path: &RelPath,
+        now: Option<&fs::Metadata>,
+    ) -> Result<()> {
         let full = || path.under(self.root);
-        if let Some((uid, gid)) = self.owners.owner(meta.uid, meta.gid) {
+        if let Some((uid, gid)) = self.owners.owner(meta.uid, meta.gid)
+            && now.is_none_or(|m| (m.uid(), m.gid()) != (uid, gid))
+        {
             nofollow::fchown(f, uid, gid).map_err(|e| EngineError::io("chown", full(), e))?;
         }
         let owners = self.owners;
@@ -657,7 +838,9 @@ impl Receiver<'_> {
         if mode != meta.mode & 0o7777 {
             self.setid_dropped += 1;
         }
-        nofollow::fchmod(f, mode).map_err(|e| EngineError::io("chmod", full(), e))?;
+        if now.is_none_or(|m| m.mode() & 0o7777 != mode) {
+            nofollow::fchmod(f, mode).map_err(|e| EngineError::io("chmod", full(), e))?;
+        }
         nofollow::futimens(f, meta.mtime_sec, meta.mtime_nsec)
             .map_err(|e| EngineError::io("set mtime", full(), e))
     }
@@ -674,10 +857,27 @@ impl Receiver<'_> {
             // Made 0700 when entered, so it opens whatever its final mode.
             let dir =
                 nofollow::open_entry(&full, true).map_err(|e| EngineError::io("open", &full, e))?;
-            self.apply_meta(&dir, &meta, true, &p)?;
+            let now = dir
+                .metadata()
+                .map_err(|e| EngineError::io("stat", &full, e))?;
+            self.apply_meta(&dir, &meta, true, &p, Some(&now))?;
         }
         Ok(())
     }
+}
+
+/// Whether the umask removes any owner bit (read once from
+/// `/proc/self/status`, which does not change it; when unknown, assume it
+/// does).
+fn umask_bites_owner() -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .is_none_or(|m| m & 0o700 != 0)
 }
 
 /// Gives the owner write and search permission on every directory below

@@ -44,15 +44,20 @@ pub fn save(root: &Path, base: Option<&Saved>, n: usize) -> Saved {
     }
 }
 
+/// Applies `chain` into a new directory `target` as a restore does: one
+/// [`native::ReceiveSession`] across the chain.
 pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
     std::fs::create_dir(target).expect("mkdir target");
     let mut holds: Option<String> = None;
-    for s in chain {
-        let r = native::receive(
+    let mut session = native::ReceiveSession::new(chain.len() > 1);
+    for (i, s) in chain.iter().enumerate() {
+        session.set_more_follow(i + 1 < chain.len());
+        let r = native::receive_in(
             target,
             &s.stream[..],
             &ReceiveOptions::new(holds.as_deref()),
             &Quiet,
+            &mut session,
         )?;
         holds = Some(r.header.end);
     }
