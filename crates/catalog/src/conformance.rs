@@ -178,8 +178,17 @@ pub fn claims_race_scrub_dooms(a: &dyn Catalog, b: &dyn Catalog, rounds: usize) 
             }
         });
         let _stop = StopOnDrop(&stop);
-        for round in 0..rounds {
-            let id = ids[round % ids.len()];
+        // At least `rounds` rounds, and on until both outcomes of the race
+        // were seen (at most 20 times as many): which one a round meets
+        // depends on where the scrub thread is. Rounds come in pairs on one
+        // chunk, so the second claims it right after the first dropped it,
+        // usually before scrub dooms it again.
+        let mut round = 0;
+        while round < rounds
+            || (round < rounds * 20
+                && (doomed.load(Ordering::SeqCst) == 0 || reused.load(Ordering::SeqCst) == 0))
+        {
+            let id = ids[(round / 2) % ids.len()];
             let save = begin(a, i64::MAX);
             let (generation, upload) = match a.claim_chunks(save, &[id]).unwrap()[0] {
                 ChunkLookup::Stored { generation } => (generation, false),
@@ -202,6 +211,7 @@ pub fn claims_race_scrub_dooms(a: &dyn Catalog, b: &dyn Catalog, rounds: usize) 
                 "round {round}"
             );
             a.delete_streams(p.id, &[s.id]).unwrap();
+            round += 1;
         }
     });
     assert!(a.unknown_chunk_refs(10).unwrap().is_empty());
