@@ -69,3 +69,18 @@ same_tree() {
   diff -r --no-dereference -q "$1" "$2" >"$3" 2>&1 &&
     diff <(manifest "$1") <(manifest "$2") >>"$3" 2>&1
 }
+
+# strata_binary ROOT: sets STRATA to $STRATA_BIN, else to the release
+# binary of the current source, built first (a stale binary would bench
+# old code; a no-op when the release build is fresh).
+strata_binary() {
+  if [ -n "${STRATA_BIN:-}" ]; then
+    STRATA=$STRATA_BIN
+  else
+    local target_dir=${CARGO_TARGET_DIR:-target}
+    case "$target_dir" in /*) ;; *) target_dir="$1/$target_dir" ;; esac
+    STRATA="$target_dir/release/strata"
+    (cd "$1" && cargo build --release --locked -p strata-cli)
+  fi
+  [ -x "$STRATA" ] || { echo "bench: strata binary not found or not executable: $STRATA" >&2; exit 1; }
+}

@@ -330,7 +330,8 @@ fn a_restore_is_durable_before_it_is_renamed_and_recorded() {
         let log = env.path("restore.strace");
         let prog = env.program();
         let mut c = std::process::Command::new("strace");
-        c.args(["-f", "-qq", "-o"])
+        // -y: descriptors printed with their paths.
+        c.args(["-f", "-qq", "-y", "-o"])
             .arg(&log)
             .args(["-e", "trace=syncfs,fsync,rename,renameat,renameat2"])
             .arg(prog.get_program())
@@ -364,13 +365,14 @@ fn a_restore_is_durable_before_it_is_renamed_and_recorded() {
             &|l| l.contains("rename") && l.contains("/tree\"") && l.contains(&target_s),
             "rename of the tree onto the target",
         );
+        let parent = format!("<{}>", target.parent().unwrap().display());
         let parent_synced = trace
             .lines()
             .enumerate()
             .skip(renamed)
-            .find(|(_, l)| l.contains("fsync("))
+            .find(|(_, l)| l.contains("fsync(") && l.contains(&parent))
             .map(|(i, _)| i)
-            .unwrap_or_else(|| panic!("no fsync after the rename:\n{trace}"));
+            .unwrap_or_else(|| panic!("no fsync of {parent} after the rename:\n{trace}"));
         let recorded = line(
             &|l| l.contains("rename") && l.contains("state.toml.tmp"),
             "rename of state.toml",

@@ -385,7 +385,10 @@ fn a_patch_that_does_not_produce_its_hash_is_refused() {
 /// Within one chain, a patch without data of a file the session wrote is
 /// checked against the hash the session recorded instead of reading the
 /// file back: a hash that is not the file's is still refused, naming it,
-/// and the right one is accepted without a read.
+/// and the right one is accepted without a read (shown by changing the
+/// file behind the session's back: read back, it would be refused; that
+/// is why a session is only for a tree nobody else writes). A plain
+/// receive of the same patch reads the file back and refuses it.
 #[test]
 fn a_data_less_patch_in_a_session_is_checked_against_what_was_written() {
     let end = |hash: &[u8; 32]| {
@@ -401,7 +404,8 @@ fn a_data_less_patch_in_a_session_is_checked_against_what_was_written() {
         let sandbox = tempfile::tempdir().unwrap();
         let t = sandbox.path().join("t");
         fs::create_dir(&t).unwrap();
-        let mut session = native::ReceiveSession::new(true);
+        let mut session = native::ReceiveSession::default();
+        session.set_more_follow(true);
         native::receive_in(
             &t,
             &B::new().dir("").file(b"f", b"hello world").finish()[..],
@@ -411,9 +415,27 @@ fn a_data_less_patch_in_a_session_is_checked_against_what_was_written() {
         )
         .unwrap();
         session.set_more_follow(false);
+        // Same size, other bytes: only a read-back can notice.
+        fs::write(t.join("f"), b"HELLO WORLD").unwrap();
         let s = patch(B::with_header(2, "s1", "s2"), b"f", 11)
             .raw(tag::PATCH_END, &end(&claimed))
             .finish();
+        if ok {
+            let plain = t.with_file_name("plain");
+            fs::create_dir(&plain).unwrap();
+            native::receive(
+                &plain,
+                &B::new().dir("").file(b"f", b"hello world").finish()[..],
+                &ReceiveOptions::new(None),
+                &Quiet,
+            )
+            .unwrap();
+            fs::write(plain.join("f"), b"HELLO WORLD").unwrap();
+            let err = native::receive(&plain, &s[..], &ReceiveOptions::new(Some("s1")), &Quiet)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("does not match its content hash"), "{err}");
+        }
         let r = native::receive_in(
             &t,
             &s[..],
@@ -423,7 +445,7 @@ fn a_data_less_patch_in_a_session_is_checked_against_what_was_written() {
         );
         if ok {
             r.unwrap();
-            assert_eq!(fs::read(t.join("f")).unwrap(), b"hello world");
+            assert_eq!(fs::read(t.join("f")).unwrap(), b"HELLO WORLD");
         } else {
             let err = r.unwrap_err().to_string();
             assert!(err.contains("does not match its content hash"), "{err}");

@@ -201,9 +201,7 @@ pub fn restore(
     }
     let _ = fs::remove_dir(&staging);
     // The rename itself is durable before the restore is recorded.
-    fs::File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::system(format!("sync {}", parent.display()), e))?;
+    sync_path(&parent)?;
     let target = fs::canonicalize(target)
         .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
     remember(repo, &project, &snapshot, &target, renamed_at)?;
@@ -259,7 +257,7 @@ fn apply_chain(
     let mut applied = Applied::default();
     // One session for the chain: a later stream's metadata-only patches
     // of files an earlier one wrote need no read-back.
-    let mut session = ReceiveSession::new(plan.len() > 1);
+    let mut session = ReceiveSession::default();
     for (i, stream) in plan.iter().enumerate() {
         session.set_more_follow(i + 1 < plan.len());
         let context = format!(
@@ -381,9 +379,7 @@ fn remember(
         let _ = fs::remove_file(&tmp);
         return Err(Error::system(format!("index {}", target.display()), e));
     }
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::system(format!("sync {}", tmp.display()), e))?;
+    sync_path(&tmp)?;
     wt.record(
         &WorktreeState {
             path: target.to_path_buf(),
@@ -394,6 +390,13 @@ fn remember(
         },
         &tmp,
     )
+}
+
+/// Makes the file or directory at `p` durable (`fsync`).
+fn sync_path(p: &Path) -> Result<()> {
+    fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::system(format!("sync {}", p.display()), e))
 }
 
 /// Writes everything of the file system that holds `dir` to disk.

@@ -90,8 +90,9 @@ const KNOWN_MAX: usize = 1 << 18;
 /// every file whose mtime changed but whose bytes did not, is checked
 /// against the hash instead of reading the file back. A file it did not
 /// write, or wrote too large to hash, is read back as before. Bounded:
-/// at most [`KNOWN_MAX`] files, then the oldest records are not replaced
-/// and files beyond them are read back.
+/// at most [`KNOWN_MAX`] files are recorded; files written after that are
+/// read back. Before each stream, [`ReceiveSession::set_more_follow`] says
+/// whether more streams follow it.
 #[derive(Default)]
 pub struct ReceiveSession {
     known: HashMap<(u64, u64), (u64, [u8; 32])>,
@@ -101,17 +102,8 @@ pub struct ReceiveSession {
 }
 
 impl ReceiveSession {
-    /// A session for a chain of streams; `more_follow` tells whether any
-    /// stream after the next one will be applied (otherwise nothing is
-    /// hashed: nobody would use it).
-    pub fn new(more_follow: bool) -> Self {
-        Self {
-            track: more_follow,
-            ..Self::default()
-        }
-    }
-
-    /// Sets whether streams after the next one will be applied.
+    /// Sets whether streams after the next one will be applied (when none
+    /// will, nothing is hashed: nobody would use it).
     pub fn set_more_follow(&mut self, more_follow: bool) {
         self.track = more_follow;
     }
@@ -133,10 +125,15 @@ struct OpenFile {
     patch: Option<(u64, u64)>,
     /// The hash of what was written, while it is small enough to track.
     hasher: Option<blake3::Hasher>,
-    /// The file's device and inode (patches: from the check at open).
-    key: Option<(u64, u64)>,
     /// A patched file's status when it was opened.
     opened: Option<fs::Metadata>,
+}
+
+impl OpenFile {
+    /// A patched file's device and inode, the key of its session record.
+    fn key(&self) -> Option<(u64, u64)> {
+        self.opened.as_ref().map(|m| (m.dev(), m.ino()))
+    }
 }
 
 struct Receiver<'a> {
@@ -394,7 +391,7 @@ impl Receiver<'_> {
                 // A patch without data of a file this session wrote, with
                 // the size and content hash the session recorded: the file
                 // holds exactly those bytes, no read-back needed.
-                let known = f.key.and_then(|k| self.session.known.get(&k)).copied();
+                let known = f.key().and_then(|k| self.session.known.get(&k)).copied();
                 let unchanged =
                     f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
                 if !unchanged {
@@ -429,7 +426,7 @@ impl Receiver<'_> {
                         ),
                     });
                 }
-                if let Some(k) = f.key
+                if let Some(k) = f.key()
                     && (self.session.track || known.is_some())
                 {
                     self.session.remember(k, size, want);
@@ -458,7 +455,7 @@ impl Receiver<'_> {
                 };
                 rec_end(rec)?;
                 let p = f.path.under(self.root);
-                if let Some(k) = f.key {
+                if let Some(k) = f.key() {
                     self.session.known.remove(&k);
                 }
                 drop(f.file);
@@ -571,7 +568,6 @@ impl Receiver<'_> {
                     written: 0,
                     patch: None,
                     hasher: self.session.track.then(blake3::Hasher::new),
-                    key: None,
                     opened: None,
                 });
             }
@@ -617,7 +613,6 @@ impl Receiver<'_> {
                     written: 0,
                     patch: Some((size, 0)),
                     hasher: None,
-                    key: Some((opened.dev(), opened.ino())),
                     opened: Some(opened),
                 });
             }

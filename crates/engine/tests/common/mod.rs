@@ -49,7 +49,7 @@ pub fn save(root: &Path, base: Option<&Saved>, n: usize) -> Saved {
 pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
     std::fs::create_dir(target).expect("mkdir target");
     let mut holds: Option<String> = None;
-    let mut session = native::ReceiveSession::new(chain.len() > 1);
+    let mut session = native::ReceiveSession::default();
     for (i, s) in chain.iter().enumerate() {
         session.set_more_follow(i + 1 < chain.len());
         let r = native::receive_in(
