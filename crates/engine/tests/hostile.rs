@@ -487,3 +487,54 @@ proptest! {
         prop_assert!(native::receive(&t, &s[..cut], &ReceiveOptions::new(None), &Quiet).is_err());
     }
 }
+
+/// Metadata a session holds back (a patch without data, more streams to
+/// come) is not lost when the file gets a second name and the first name
+/// is deleted by later streams: once linked, it is applied at once.
+#[test]
+fn held_metadata_survives_a_new_link_and_the_loss_of_the_first_name() {
+    use std::os::unix::fs::MetadataExt;
+    let held = Meta {
+        mode: 0o640,
+        mtime_sec: 1_700_000_000,
+        ..meta()
+    };
+    let mut e = Enc::default();
+    e.bytes(b"a").meta(&held).u64(4);
+    let mut s2 = B::with_header(2, "s1", "s2").raw(tag::FILE_PATCH, &e.0);
+    s2.entries += 1;
+    let mut end = Enc::default();
+    end.u64(4);
+    end.0.extend_from_slice(blake3::hash(b"held").as_bytes());
+    let chain = [
+        B::new().dir("").file(b"a", b"held").finish(),
+        s2.raw(tag::PATCH_END, &end.0).finish(),
+        B::with_header(2, "s2", "s3")
+            .entry(tag::HARDLINK, b"b", Some(b"a"))
+            .finish(),
+        B::with_header(2, "s3", "s4")
+            .entry(tag::DELETE, b"a", None)
+            .finish(),
+    ];
+    let sandbox = tempfile::tempdir().unwrap();
+    let t = sandbox.path().join("t");
+    fs::create_dir(&t).unwrap();
+    let mut session = native::ReceiveSession::default();
+    let mut holds = None;
+    for (i, s) in chain.iter().enumerate() {
+        session.set_more_follow(i + 1 < chain.len());
+        let r = native::receive_in(
+            &t,
+            &s[..],
+            &ReceiveOptions::new(holds.as_deref()),
+            &Quiet,
+            &mut session,
+        )
+        .unwrap();
+        holds = Some(r.header.end);
+    }
+    assert!(!t.join("a").exists());
+    let md = fs::symlink_metadata(t.join("b")).unwrap();
+    assert_eq!(fs::read(t.join("b")).unwrap(), b"held");
+    assert_eq!((md.mode() & 0o7777, md.mtime()), (0o640, 1_700_000_000));
+}

@@ -298,3 +298,121 @@ fn a_write_between_the_restore_and_its_index_is_saved_next_time() {
     restore(&[&s1, &s2], &back).unwrap();
     assert_eq!(fs::read(back.join("f")).unwrap(), b"new");
 }
+
+/// Sets the mtime of every entry below `root` but those `skip` names
+/// (symlinks' own, directories after their contents) to `secs` plus its
+/// position in the walk, as a project whose files are all rewritten with
+/// the same bytes.
+fn touch_all(root: &std::path::Path, secs: i64, skip: &[&str]) {
+    let entries: Vec<_> = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .contents_first(true)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .collect();
+    for (i, e) in entries.iter().enumerate() {
+        if skip.iter().any(|s| e.path() == root.join(s)) {
+            continue;
+        }
+        let t = filetime::FileTime::from_unix_time(secs, i as u32 * 1000);
+        if e.file_type().is_symlink() {
+            filetime::set_symlink_file_times(e.path(), t, t).unwrap();
+        } else {
+            filetime::set_file_times(e.path(), t, t).unwrap();
+        }
+    }
+}
+
+/// A chain whose streams change only metadata (every mtime, some modes),
+/// as when every file of a project is rewritten with the same bytes: the
+/// receiver holds that metadata back to the end of the chain
+/// (`ReceiveSession`), and every snapshot still restores exactly, with
+/// read-only files and directories, a subtree deleted after its entries
+/// were held, a hard link made to a held file and its first name deleted
+/// later.
+#[test]
+fn metadata_only_chains_restore_the_last_metadata() {
+    also_unprivileged("metadata_only_chains_restore_the_last_metadata", || {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path, m: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in ["a", "b/c", "ro", "gone/deep"] {
+            fs::create_dir_all(src.join(d)).unwrap();
+        }
+        let files = [
+            ("a/one.txt", &b"body 1: plain"[..]),
+            ("a/two.txt", b"body 2: linked later"),
+            ("a/ro.txt", b"body 3: 0444"),
+            ("a/ro-owner.txt", b"body 4: 0400"),
+            ("b/c/deep.txt", b"body 5: deep"),
+            ("b/shared", b"body 6: two names"),
+            ("ro/inside.txt", b"body 7: in a read-only dir"),
+            ("gone/deep/x.txt", b"body 8: deleted later"),
+            ("gone/y.txt", b"body 9: deleted later too"),
+        ];
+        for (f, body) in files {
+            fs::write(src.join(f), body).unwrap();
+        }
+        fs::hard_link(src.join("b/shared"), src.join("b/shared-too")).unwrap();
+        std::os::unix::fs::symlink("../a/one.txt", src.join("b/link")).unwrap();
+        mode(&src.join("a/ro.txt"), 0o444);
+        mode(&src.join("a/ro-owner.txt"), 0o400);
+        touch_all(&src, 1_600_000_000, &[]);
+        mode(&src.join("ro"), 0o555);
+        let mut captures = vec![tree::capture(&src)];
+        let mut saved = vec![save(&src, None, 0)];
+        for round in 1..=6 {
+            mode(&src.join("ro"), 0o755);
+            let skip: &[&str] = match round {
+                2 => {
+                    mode(&src.join("a/one.txt"), 0o600);
+                    &[]
+                }
+                3 => {
+                    // A second name for a file whose metadata the last
+                    // streams only touched; the file itself unchanged.
+                    fs::hard_link(src.join("a/two.txt"), src.join("b/two-again")).unwrap();
+                    &["a/two.txt", "b/two-again"]
+                }
+                4 => {
+                    // Its first name goes; the second keeps the inode, as
+                    // it was.
+                    fs::remove_file(src.join("a/two.txt")).unwrap();
+                    fs::remove_dir_all(src.join("gone")).unwrap();
+                    &["b/two-again"]
+                }
+                _ => &[],
+            };
+            touch_all(&src, 1_600_000_000 + round * 1000, skip);
+            mode(&src.join("ro"), if round % 2 == 0 { 0o500 } else { 0o555 });
+            captures.push(tree::capture(&src));
+            let s = save(&src, saved.last(), round as usize);
+            assert!(s.summary.emitted >= 10, "round {round}: {:?}", s.summary);
+            // Metadata only: no file's bytes travel (patches without data),
+            // but for the file whose first name went: its second name
+            // carries it now.
+            for (f, body) in files
+                .iter()
+                .filter(|(f, _)| round != 4 || *f != "a/two.txt")
+            {
+                assert!(
+                    !s.stream.windows(body.len()).any(|w| w == *body),
+                    "round {round}: the bytes of {f} are in the stream"
+                );
+            }
+            saved.push(s);
+        }
+        for i in 0..saved.len() {
+            let chain: Vec<_> = saved[..=i].iter().collect();
+            let t = dir.path().join(format!("t{i}"));
+            restore(&chain, &t).unwrap_or_else(|e| panic!("restore of snapshot {i}: {e}"));
+            tree::assert_same(&captures[i], &tree::capture(&t), &format!("snapshot {i}"));
+            mode(&t.join("ro"), 0o755);
+        }
+        mode(&src.join("ro"), 0o755);
+    });
+}

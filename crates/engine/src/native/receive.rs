@@ -12,7 +12,7 @@
 //! privilege the saved tree did not have (set-id bits only with their
 //! saved, non-root owner; no file capabilities).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -82,6 +82,12 @@ const HASH_WRITTEN_UP_TO: u64 = 1 << 20;
 /// Most files a [`ReceiveSession`] remembers (about 80 bytes each).
 const KNOWN_MAX: usize = 1 << 18;
 
+/// Most bytes of metadata a [`ReceiveSession`] holds back for the end of
+/// the chain (paths, modes, times, extended attributes; about 100 bytes a
+/// typical entry): past it, metadata is applied at once, as without a
+/// session.
+const PENDING_MAX_BYTES: usize = 16 << 20;
+
 /// State kept across the streams of one chain applied by one process into
 /// a directory nobody else writes (a restore's private staging tree).
 ///
@@ -91,21 +97,55 @@ const KNOWN_MAX: usize = 1 << 18;
 /// against the hash instead of reading the file back. A file it did not
 /// write, or wrote too large to hash, is read back as before. Bounded:
 /// at most [`KNOWN_MAX`] files are recorded; files written after that are
-/// read back. Before each stream, [`ReceiveSession::set_more_follow`] says
-/// whether more streams follow it.
+/// read back.
+///
+/// While more streams follow, it also holds back the metadata that only
+/// the end state needs: directories' modes and times, and those of files
+/// whose patch changed no byte (a file with one link, whose content the
+/// session recorded). Each is applied once, at the end of the last stream
+/// or when something needs it in place earlier (a directory applied at
+/// once, a hard link made to the file), deepest first; an entry a later
+/// stream writes, replaces or deletes drops what was held for it. A chain
+/// whose every file was touched (each stream rewrites every mtime) then
+/// costs one `lstat` per file per stream instead of an open, a stat, an
+/// xattr listing and a utimens. Bounded by [`PENDING_MAX_BYTES`]. Before
+/// each stream, [`ReceiveSession::set_more_follow`] says whether more
+/// streams follow it.
 #[derive(Default)]
 pub struct ReceiveSession {
     known: HashMap<(u64, u64), (u64, [u8; 32])>,
-    /// Hash what is written (only worth it when more streams follow).
-    track: bool,
+    /// More streams follow this one: hash what is written, hold metadata
+    /// back.
+    more_follow: bool,
     buf: Vec<u8>,
+    /// Metadata held back for the end of the chain, by path.
+    pending: BTreeMap<RelPath, Held>,
+    pending_bytes: usize,
+}
+
+/// Metadata held back for one entry ([`ReceiveSession`]).
+struct Held {
+    meta: Meta,
+    dir: bool,
+}
+
+impl Held {
+    fn cost(path: &RelPath, meta: &Meta) -> usize {
+        96 + path.as_bytes().len()
+            + meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| 48 + k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 impl ReceiveSession {
     /// Sets whether streams after the next one will be applied (when none
-    /// will, nothing is hashed: nobody would use it).
+    /// will, nothing is hashed and nothing is held back: nobody would use
+    /// it, and what was held is applied by the end of that stream).
     pub fn set_more_follow(&mut self, more_follow: bool) {
-        self.track = more_follow;
+        self.more_follow = more_follow;
     }
 
     fn remember(&mut self, key: (u64, u64), size: u64, hash: [u8; 32]) {
@@ -113,11 +153,69 @@ impl ReceiveSession {
             self.known.insert(key, (size, hash));
         }
     }
+
+    /// Holds `meta` back for `path` when more streams follow and the
+    /// budget allows; false when it must be applied now.
+    fn hold(&mut self, path: &RelPath, meta: &Meta, dir: bool) -> bool {
+        if !self.more_follow {
+            return false;
+        }
+        let cost = Held::cost(path, meta);
+        if self.pending_bytes + cost > PENDING_MAX_BYTES {
+            return false;
+        }
+        self.pending_bytes += cost;
+        let held = Held {
+            meta: meta.clone(),
+            dir,
+        };
+        if let Some(old) = self.pending.insert(path.clone(), held) {
+            self.pending_bytes -= Held::cost(path, &old.meta);
+        }
+        true
+    }
+
+    /// Forgets what was held for `path` (a later stream sets it itself).
+    fn forget(&mut self, path: &RelPath) {
+        if let Some(old) = self.pending.remove(path) {
+            self.pending_bytes -= Held::cost(path, &old.meta);
+        }
+    }
+
+    /// Takes what is held for `dir` and everything below it, deepest
+    /// (last in walk order) first.
+    fn take_under(&mut self, dir: &RelPath) -> Vec<(RelPath, Held)> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        if dir.is_root() {
+            self.pending_bytes = 0;
+            return std::mem::take(&mut self.pending)
+                .into_iter()
+                .rev()
+                .collect();
+        }
+        let keys: Vec<RelPath> = self
+            .pending
+            .range(dir.clone()..)
+            .take_while(|(k, _)| k.starts_with(dir))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys.into_iter().rev() {
+            let held = self.pending.remove(&k).expect("a key just listed");
+            self.pending_bytes -= Held::cost(&k, &held.meta);
+            out.push((k, held));
+        }
+        out
+    }
 }
 
 struct OpenFile {
     path: RelPath,
-    file: File,
+    /// `None` for a patch not opened yet: it is opened by its first data,
+    /// or at its end unless it changed nothing ([`ReceiveSession`]).
+    file: Option<File>,
     meta: Meta,
     written: u64,
     /// For a patch: the declared new size and the lowest offset the next
@@ -125,7 +223,8 @@ struct OpenFile {
     patch: Option<(u64, u64)>,
     /// The hash of what was written, while it is small enough to track.
     hasher: Option<blake3::Hasher>,
-    /// A patched file's status when it was opened.
+    /// A patched file's status: when it was opened, or (not opened yet)
+    /// found at its path.
     opened: Option<fs::Metadata>,
 }
 
@@ -133,6 +232,43 @@ impl OpenFile {
     /// A patched file's device and inode, the key of its session record.
     fn key(&self) -> Option<(u64, u64)> {
         self.opened.as_ref().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// The file, opened now if it was not yet (a patch): read and write,
+    /// and only if it is still the inode found at its path. A read-only
+    /// file (0444, 0400) is patched like any other: its owner gets read
+    /// and write until [`Receiver::finish_file`] sets the recorded mode.
+    /// Root needs no permission bits.
+    fn file(&mut self, root: &Path, owners: Owners) -> Result<&File> {
+        if self.file.is_none() {
+            let full = self.path.under(root);
+            let md = self
+                .opened
+                .as_ref()
+                .expect("an unopened patch has its status");
+            if owners == Owners::Unprivileged && md.mode() & 0o600 != 0o600 {
+                nofollow::chmod(&full, (md.mode() & 0o7777) | 0o600, FileType::RegularFile)
+                    .map_err(|e| EngineError::io("chmod", &full, e))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&full)
+                .map_err(|e| EngineError::io("open", &full, e))?;
+            let opened = file
+                .metadata()
+                .map_err(|e| EngineError::io("stat", &full, e))?;
+            if opened.ino() != md.ino() || opened.dev() != md.dev() {
+                return Err(EngineError::refused(
+                    self.path.as_bytes(),
+                    "replaced while being patched",
+                ));
+            }
+            self.opened = Some(opened);
+            self.file = Some(file);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
     }
 }
 
@@ -274,6 +410,9 @@ pub fn receive_in<R: Read>(
         rx.apply(&rec)?;
     }
     rx.finish_dirs(None)?;
+    if !rx.session.more_follow {
+        rx.apply_held_under(&RelPath::root())?;
+    }
     Ok(ReceiveSummary {
         header,
         entries: rx.entries,
@@ -333,6 +472,8 @@ impl Receiver<'_> {
                     return Err(corrupt(rec, "file data outside a file"));
                 };
                 f.file
+                    .as_ref()
+                    .expect("a FILE is opened by its record")
                     .write_all(rec.payload)
                     .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
                 f.written += rec.payload.len() as u64;
@@ -346,6 +487,7 @@ impl Receiver<'_> {
                 Ok(())
             }
             tag::PATCH_DATA => {
+                let (root, owners) = (self.root, self.owners);
                 let Some(f) = self.open.as_mut().filter(|f| f.patch.is_some()) else {
                     return Err(corrupt(rec, "patch data outside a patch"));
                 };
@@ -363,7 +505,7 @@ impl Receiver<'_> {
                         ),
                     ));
                 }
-                f.file
+                f.file(root, owners)?
                     .write_all_at(data, offset)
                     .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
                 f.patch = Some((size, offset + data.len() as u64));
@@ -373,7 +515,7 @@ impl Receiver<'_> {
                 Ok(())
             }
             tag::PATCH_END => {
-                let Some(f) = self.open.take_if(|f| f.patch.is_some()) else {
+                let Some(mut f) = self.open.take_if(|f| f.patch.is_some()) else {
                     return Err(corrupt(rec, "end of patch outside a patch"));
                 };
                 let mut d = Dec::new(rec);
@@ -394,9 +536,14 @@ impl Receiver<'_> {
                 let known = f.key().and_then(|k| self.session.known.get(&k)).copied();
                 let unchanged =
                     f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
+                // Nothing changed and more streams follow: its metadata
+                // can wait for the end of the chain, unopened.
+                if unchanged && f.file.is_none() && self.session.hold(&f.path, &f.meta, false) {
+                    return Ok(());
+                }
+                let file = f.file(self.root, self.owners)?;
                 if !unchanged {
-                    f.file
-                        .set_len(size)
+                    file.set_len(size)
                         .map_err(|e| EngineError::io("truncate", &full, e))?;
                 }
                 // The patched file must be exactly what the sender read.
@@ -407,8 +554,7 @@ impl Receiver<'_> {
                 }
                 let mut at = 0u64;
                 while !unchanged && at < size {
-                    let n = f
-                        .file
+                    let n = file
                         .read_at(buf, at)
                         .map_err(|e| EngineError::io("read", &full, e))?;
                     if n == 0 {
@@ -427,7 +573,7 @@ impl Receiver<'_> {
                     });
                 }
                 if let Some(k) = f.key()
-                    && (self.session.track || known.is_some())
+                    && (self.session.more_follow || known.is_some())
                 {
                     self.session.remember(k, size, want);
                 }
@@ -504,6 +650,8 @@ impl Receiver<'_> {
         self.finish_dirs(Some(&path))?;
         self.check_parent(&path)?;
         self.last = Some(path.clone());
+        // This stream sets the entry itself: what was held for it is stale.
+        self.session.forget(&path);
         self.entries += 1;
         self.obs.entry();
         let full = path.under(self.root);
@@ -563,11 +711,11 @@ impl Receiver<'_> {
                 .map_err(|e| EngineError::io("create", &full, e))?;
                 self.open = Some(OpenFile {
                     path,
-                    file,
+                    file: Some(file),
                     meta,
                     written: 0,
                     patch: None,
-                    hasher: self.session.track.then(blake3::Hasher::new),
+                    hasher: self.session.more_follow.then(blake3::Hasher::new),
                     opened: None,
                 });
             }
@@ -584,37 +732,29 @@ impl Receiver<'_> {
                         ));
                     }
                 };
-                // A read-only file (0444, 0400) is patched like any other:
-                // its owner gets read and write until finish_file sets the
-                // recorded mode. Root needs no permission bits.
-                if self.owners == Owners::Unprivileged && md.mode() & 0o600 != 0o600 {
-                    nofollow::chmod(&full, (md.mode() & 0o7777) | 0o600, FileType::RegularFile)
-                        .map_err(|e| EngineError::io("chmod", &full, e))?;
-                }
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&full)
-                    .map_err(|e| EngineError::io("open", &full, e))?;
-                let opened = file
-                    .metadata()
-                    .map_err(|e| EngineError::io("stat", &full, e))?;
-                if opened.ino() != md.ino() || opened.dev() != md.dev() {
-                    return Err(EngineError::refused(
-                        path.as_bytes(),
-                        "replaced while being patched",
-                    ));
-                }
-                self.open = Some(OpenFile {
+                // A patch that may change nothing of a file this session
+                // wrote, and whose metadata no other path shares (one
+                // link), is opened only if its data or its end need it.
+                let lazy = self.session.more_follow
+                    && md.nlink() == 1
+                    && self
+                        .session
+                        .known
+                        .get(&(md.dev(), md.ino()))
+                        .is_some_and(|&(len, _)| len == size);
+                let mut f = OpenFile {
                     path,
-                    file,
+                    file: None,
                     meta,
                     written: 0,
                     patch: Some((size, 0)),
                     hasher: None,
-                    opened: Some(opened),
-                });
+                    opened: Some(md),
+                };
+                if !lazy {
+                    f.file(self.root, self.owners)?;
+                }
+                self.open = Some(f);
             }
             tag::SYMLINK => {
                 let meta = d.meta()?;
@@ -663,6 +803,10 @@ impl Receiver<'_> {
                     }
                 }
                 self.remove_existing(&path, false)?;
+                // Once linked, the file's metadata is shared: what was held
+                // for it is set now, so that it cannot later overwrite what
+                // a stream sets through the other path.
+                self.apply_held_under(&target)?;
                 fs::hard_link(&tfull, &full).map_err(|e| EngineError::io("hard link", &full, e))?;
                 // check_parent for the target may have moved the cache.
                 self.parent_ok = None;
@@ -746,6 +890,8 @@ impl Receiver<'_> {
                     return Ok(());
                 }
                 self.parent_ok = None;
+                // Nothing below it is left to set.
+                drop(self.session.take_under(path));
                 make_writable_tree(&full);
                 fs::remove_dir_all(&full).map_err(|e| EngineError::io("remove directory", &full, e))
             }
@@ -757,15 +903,17 @@ impl Receiver<'_> {
     /// what was recorded for its inode (a number the file system may have
     /// reused) when it was too large to hash.
     fn record_written(&mut self, f: &OpenFile) -> Result<()> {
-        if !self.session.track && self.session.known.is_empty() {
+        if !self.session.more_follow && self.session.known.is_empty() {
             return Ok(());
         }
         let md = f
             .file
+            .as_ref()
+            .expect("a FILE is opened by its record")
             .metadata()
             .map_err(|e| EngineError::io("stat", f.path.under(self.root), e))?;
         let key = (md.dev(), md.ino());
-        match (&f.hasher, self.session.track) {
+        match (&f.hasher, self.session.more_follow) {
             (Some(h), true) => {
                 let hash = *h.finalize().as_bytes();
                 self.session.remember(key, f.written, hash);
@@ -778,19 +926,50 @@ impl Receiver<'_> {
     }
 
     fn finish_file(&mut self, f: OpenFile) -> Result<()> {
+        let file = f.file.as_ref().expect("a file is open when it ends");
         // A patched file is the old inode: skip what it already has. Its
         // status at open holds unless data was written (a write can clear
         // set-id bits).
         let now = match (&f.opened, f.written) {
             (Some(md), 0) => Some(md.clone()),
             (Some(_), _) => Some(
-                f.file
-                    .metadata()
+                file.metadata()
                     .map_err(|e| EngineError::io("stat", f.path.under(self.root), e))?,
             ),
             (None, _) => None,
         };
-        self.apply_meta(&f.file, &f.meta, false, &f.path, now.as_ref())
+        self.apply_meta(file, &f.meta, false, &f.path, now.as_ref())
+    }
+
+    /// Applies what the session held back for `dir` and below, deepest
+    /// first (a directory after its contents).
+    fn apply_held_under(&mut self, dir: &RelPath) -> Result<()> {
+        for (path, held) in self.session.take_under(dir) {
+            let full = path.under(self.root);
+            let opened = match nofollow::open_entry(&full, held.dir) {
+                // A file its owner may not read (0200, 0000), as nobody.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !held.dir => {
+                    let md = fs::symlink_metadata(&full)
+                        .map_err(|e| EngineError::io("stat", &full, e))?;
+                    nofollow::chmod(&full, (md.mode() & 0o7777) | 0o400, FileType::RegularFile)
+                        .map_err(|e| EngineError::io("chmod", &full, e))?;
+                    nofollow::open_entry(&full, false)
+                }
+                other => other,
+            };
+            let f = opened.map_err(|e| EngineError::io("open", &full, e))?;
+            let now = f
+                .metadata()
+                .map_err(|e| EngineError::io("stat", &full, e))?;
+            if now.is_dir() != held.dir || (!held.dir && !now.is_file()) {
+                return Err(EngineError::refused(
+                    path.as_bytes(),
+                    "changed type while being restored",
+                ));
+            }
+            self.apply_meta(&f, &held.meta, held.dir, &path, Some(&now))?;
+        }
+        Ok(())
     }
 
     /// Gives the open entry `f` (at `path`) its recorded owner, extended
@@ -848,6 +1027,11 @@ impl Receiver<'_> {
                 break;
             }
             let (p, meta) = self.dirs.pop().expect("non-empty");
+            if self.session.hold(&p, &meta, true) {
+                // Stays 0700 (as entered) until the end of the chain.
+                continue;
+            }
+            self.apply_held_under(&p)?;
             let full = p.under(self.root);
             // Made 0700 when entered, so it opens whatever its final mode.
             let dir =
