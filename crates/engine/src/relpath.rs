@@ -138,9 +138,21 @@ impl std::fmt::Debug for RelPath {
     }
 }
 
+/// Walk order: component by component, each compared as bytes, so a
+/// directory's entries come right after it and before its next sibling
+/// (`a` < `a/b` < `a.txt`). Computed on the bytes with `/` counted as
+/// lower than any byte a name can hold (names hold no NUL and no empty
+/// component), which gives the same order without splitting: a receiver
+/// compares paths for every entry, and more often with a session's held
+/// metadata.
 impl Ord for RelPath {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.components().cmp(other.components())
+        let key = |b: u8| if b == b'/' { 0 } else { b };
+        let (a, b) = (&self.0, &other.0);
+        match a.iter().zip(b.iter()).position(|(x, y)| x != y) {
+            Some(i) => key(a[i]).cmp(&key(b[i])),
+            None => a.len().cmp(&b.len()),
+        }
     }
 }
 
@@ -164,6 +176,20 @@ mod tests {
         assert!(p("a") < p("a/b"));
         assert!(p("a/b") < p("a.txt"));
         assert!(p("a/z") < p("b"));
+    }
+
+    proptest::proptest! {
+        /// The byte order with `/` lowest is the order of components.
+        #[test]
+        fn byte_order_is_component_order(
+            a in proptest::collection::vec("[a._-]{1,3}|\\x01|\\xff", 0..4),
+            b in proptest::collection::vec("[a._-]{1,3}|\\x01|\\xff", 0..4),
+        ) {
+            let valid = |v: &Vec<String>| v.iter().all(|c| c != "." && c != "..");
+            proptest::prop_assume!(valid(&a) && valid(&b));
+            let (pa, pb) = (p(&a.join("/")), p(&b.join("/")));
+            proptest::prop_assert_eq!(pa.cmp(&pb), pa.components().cmp(pb.components()));
+        }
     }
 
     #[test]

@@ -79,6 +79,9 @@ impl ReceiveOptions {
 /// so a later stream of the same chain that changes only their metadata
 /// (a patch without data) needs no read-back ([`ReceiveSession`]).
 const HASH_WRITTEN_UP_TO: u64 = 1 << 20;
+/// Every this many bytes of a file written, the receiver asks the kernel
+/// to start writing them to disk ([`start_writeback`]).
+const WRITE_BEHIND: u64 = 8 << 20;
 /// Most files a [`ReceiveSession`] remembers (about 80 bytes each).
 const KNOWN_MAX: usize = 1 << 18;
 
@@ -123,10 +126,14 @@ pub struct ReceiveSession {
     pending_bytes: usize,
 }
 
-/// Metadata held back for one entry ([`ReceiveSession`]).
+/// Metadata held back for one entry ([`ReceiveSession`]). While it is
+/// held, nothing else touched the entry: it is still the directory (with
+/// its owner's rwx, as entered) or the file (device and inode `key`, one
+/// link) it was, so a later stream needs no system call to know that.
 struct Held {
     meta: Meta,
     dir: bool,
+    key: Option<(u64, u64)>,
 }
 
 impl Held {
@@ -156,7 +163,7 @@ impl ReceiveSession {
 
     /// Holds `meta` back for `path` when more streams follow and the
     /// budget allows; false when it must be applied now.
-    fn hold(&mut self, path: &RelPath, meta: &Meta, dir: bool) -> bool {
+    fn hold(&mut self, path: &RelPath, meta: &Meta, dir: bool, key: Option<(u64, u64)>) -> bool {
         if !self.more_follow {
             return false;
         }
@@ -168,6 +175,7 @@ impl ReceiveSession {
         let held = Held {
             meta: meta.clone(),
             dir,
+            key,
         };
         if let Some(old) = self.pending.insert(path.clone(), held) {
             self.pending_bytes -= Held::cost(path, &old.meta);
@@ -175,11 +183,11 @@ impl ReceiveSession {
         true
     }
 
-    /// Forgets what was held for `path` (a later stream sets it itself).
-    fn forget(&mut self, path: &RelPath) {
-        if let Some(old) = self.pending.remove(path) {
-            self.pending_bytes -= Held::cost(path, &old.meta);
-        }
+    /// Takes what was held for `path` (a later stream sets it itself).
+    fn take(&mut self, path: &RelPath) -> Option<Held> {
+        let old = self.pending.remove(path)?;
+        self.pending_bytes -= Held::cost(path, &old.meta);
+        Some(old)
     }
 
     /// Takes what is held for `dir` and everything below it, deepest
@@ -223,15 +231,17 @@ struct OpenFile {
     patch: Option<(u64, u64)>,
     /// The hash of what was written, while it is small enough to track.
     hasher: Option<blake3::Hasher>,
+    /// A patched file's device and inode, the key of its session record.
+    key: Option<(u64, u64)>,
     /// A patched file's status: when it was opened, or (not opened yet)
-    /// found at its path.
+    /// found at its path, if it was looked at.
     opened: Option<fs::Metadata>,
 }
 
 impl OpenFile {
     /// A patched file's device and inode, the key of its session record.
     fn key(&self) -> Option<(u64, u64)> {
-        self.opened.as_ref().map(|m| (m.dev(), m.ino()))
+        self.key
     }
 
     /// The file, opened now if it was not yet (a patch): read and write,
@@ -242,10 +252,16 @@ impl OpenFile {
     fn file(&mut self, root: &Path, owners: Owners) -> Result<&File> {
         if self.file.is_none() {
             let full = self.path.under(root);
-            let md = self
-                .opened
-                .as_ref()
-                .expect("an unopened patch has its status");
+            let md = match self.opened.take() {
+                Some(md) => md,
+                None => regular_file_at(&full, &self.path)?,
+            };
+            if self.key.is_some_and(|k| k != (md.dev(), md.ino())) {
+                return Err(EngineError::refused(
+                    self.path.as_bytes(),
+                    "replaced while being patched",
+                ));
+            }
             if owners == Owners::Unprivileged && md.mode() & 0o600 != 0o600 {
                 nofollow::chmod(&full, (md.mode() & 0o7777) | 0o600, FileType::RegularFile)
                     .map_err(|e| EngineError::io("chmod", &full, e))?;
@@ -265,6 +281,7 @@ impl OpenFile {
                     "replaced while being patched",
                 ));
             }
+            self.key = Some((opened.dev(), opened.ino()));
             self.opened = Some(opened);
             self.file = Some(file);
         }
@@ -471,12 +488,15 @@ impl Receiver<'_> {
                 let Some(f) = self.open.as_mut().filter(|f| f.patch.is_none()) else {
                     return Err(corrupt(rec, "file data outside a file"));
                 };
-                f.file
-                    .as_ref()
-                    .expect("a FILE is opened by its record")
-                    .write_all(rec.payload)
+                let mut file = f.file.as_ref().expect("a FILE is opened by its record");
+                file.write_all(rec.payload)
                     .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
+                let before = f.written;
                 f.written += rec.payload.len() as u64;
+                if f.written / WRITE_BEHIND != before / WRITE_BEHIND {
+                    let end = f.written / WRITE_BEHIND * WRITE_BEHIND;
+                    start_writeback(file, end - WRITE_BEHIND, WRITE_BEHIND);
+                }
                 if f.written > HASH_WRITTEN_UP_TO {
                     f.hasher = None;
                 } else if let Some(h) = f.hasher.as_mut() {
@@ -538,7 +558,10 @@ impl Receiver<'_> {
                     f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
                 // Nothing changed and more streams follow: its metadata
                 // can wait for the end of the chain, unopened.
-                if unchanged && f.file.is_none() && self.session.hold(&f.path, &f.meta, false) {
+                if unchanged
+                    && f.file.is_none()
+                    && self.session.hold(&f.path, &f.meta, false, f.key)
+                {
                     return Ok(());
                 }
                 let file = f.file(self.root, self.owners)?;
@@ -650,8 +673,9 @@ impl Receiver<'_> {
         self.finish_dirs(Some(&path))?;
         self.check_parent(&path)?;
         self.last = Some(path.clone());
-        // This stream sets the entry itself: what was held for it is stale.
-        self.session.forget(&path);
+        // This stream sets the entry itself: what was held for it is
+        // stale, but says what is at the path.
+        let held = self.session.take(&path);
         self.entries += 1;
         self.obs.entry();
         let full = path.under(self.root);
@@ -665,9 +689,11 @@ impl Receiver<'_> {
                 d.end()?;
                 // Writable while its contents arrive; final mode on leaving.
                 let mkdir = || fs::DirBuilder::new().mode(0o700).create(&full);
-                // Whether it still needs its owner's rwx for what follows.
-                let needs_chmod = match mkdir() {
-                    Ok(()) => self.umask_bites,
+                // Whether it still needs its owner's rwx for what follows
+                // (a directory held since an earlier stream has it).
+                let held_dir = held.as_ref().is_some_and(|h| h.dir);
+                let needs_chmod = match if held_dir { Ok(()) } else { mkdir() } {
+                    Ok(()) => !held_dir && self.umask_bites,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         // A directory stays; anything else goes (never followed).
                         match fs::symlink_metadata(&full) {
@@ -716,6 +742,7 @@ impl Receiver<'_> {
                     written: 0,
                     patch: None,
                     hasher: self.session.more_follow.then(blake3::Hasher::new),
+                    key: None,
                     opened: None,
                 });
             }
@@ -723,24 +750,24 @@ impl Receiver<'_> {
                 let meta = d.meta()?;
                 let size = d.u64("size")?;
                 d.end()?;
-                let md = match fs::symlink_metadata(&full) {
-                    Ok(md) if md.file_type().is_file() => md,
-                    _ => {
-                        return Err(EngineError::refused(
-                            path.as_bytes(),
-                            "patch of a path that is not a regular file in the target",
-                        ));
+                // A file held since an earlier stream is still what it was
+                // (one link, its device and inode); any other is looked at.
+                let (key, nlink, md) = match held.and_then(|h| h.key) {
+                    Some(key) => (key, 1, None),
+                    None => {
+                        let md = regular_file_at(&full, &path)?;
+                        ((md.dev(), md.ino()), md.nlink(), Some(md))
                     }
                 };
                 // A patch that may change nothing of a file this session
                 // wrote, and whose metadata no other path shares (one
                 // link), is opened only if its data or its end need it.
                 let lazy = self.session.more_follow
-                    && md.nlink() == 1
+                    && nlink == 1
                     && self
                         .session
                         .known
-                        .get(&(md.dev(), md.ino()))
+                        .get(&key)
                         .is_some_and(|&(len, _)| len == size);
                 let mut f = OpenFile {
                     path,
@@ -749,7 +776,8 @@ impl Receiver<'_> {
                     written: 0,
                     patch: Some((size, 0)),
                     hasher: None,
-                    opened: Some(md),
+                    key: Some(key),
+                    opened: md,
                 };
                 if !lazy {
                     f.file(self.root, self.owners)?;
@@ -1027,7 +1055,7 @@ impl Receiver<'_> {
                 break;
             }
             let (p, meta) = self.dirs.pop().expect("non-empty");
-            if self.session.hold(&p, &meta, true) {
+            if self.session.hold(&p, &meta, true, None) {
                 // Stays 0700 (as entered) until the end of the chain.
                 continue;
             }
@@ -1043,6 +1071,38 @@ impl Receiver<'_> {
         }
         Ok(())
     }
+}
+
+/// The status of the regular file at `full` (not followed), or a refusal
+/// naming `path`: a patch applies to a regular file only.
+fn regular_file_at(full: &Path, path: &RelPath) -> Result<fs::Metadata> {
+    match fs::symlink_metadata(full) {
+        Ok(md) if md.file_type().is_file() => Ok(md),
+        _ => Err(EngineError::refused(
+            path.as_bytes(),
+            "patch of a path that is not a regular file in the target",
+        )),
+    }
+}
+
+/// Write-behind: starts writing `len` bytes of `file` at `offset` (just
+/// written) to disk without waiting for it, so that a large restore's
+/// closing `syncfs` waits only for the tail instead of for every byte
+/// (with gigabytes of free memory, the kernel would otherwise keep it all
+/// dirty until then: its background threshold is a share of memory).
+/// `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages
+/// without waiting (`WB_SYNC_NONE`) and then drops only pages already
+/// clean: the ones it just queued are still under writeback and stay
+/// cached. (`sync_file_range` says exactly this, but rustix has no
+/// wrapper for it and this workspace forbids unsafe code.) Advice only:
+/// a failure changes nothing but timing.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
 }
 
 /// Whether the umask removes any owner bit (read once from
