@@ -79,9 +79,6 @@ impl ReceiveOptions {
 /// so a later stream of the same chain that changes only their metadata
 /// (a patch without data) needs no read-back ([`ReceiveSession`]).
 const HASH_WRITTEN_UP_TO: u64 = 1 << 20;
-/// Every this many bytes of a file written, the receiver asks the kernel
-/// to start writing them to disk ([`start_writeback`]).
-const WRITE_BEHIND: u64 = 8 << 20;
 /// Most files a [`ReceiveSession`] remembers (about 80 bytes each).
 const KNOWN_MAX: usize = 1 << 18;
 
@@ -491,12 +488,7 @@ impl Receiver<'_> {
                 let mut file = f.file.as_ref().expect("a FILE is opened by its record");
                 file.write_all(rec.payload)
                     .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
-                let before = f.written;
                 f.written += rec.payload.len() as u64;
-                if f.written / WRITE_BEHIND != before / WRITE_BEHIND {
-                    let end = f.written / WRITE_BEHIND * WRITE_BEHIND;
-                    start_writeback(file, end - WRITE_BEHIND, WRITE_BEHIND);
-                }
                 if f.written > HASH_WRITTEN_UP_TO {
                     f.hasher = None;
                 } else if let Some(h) = f.hasher.as_mut() {
@@ -1083,26 +1075,6 @@ fn regular_file_at(full: &Path, path: &RelPath) -> Result<fs::Metadata> {
             "patch of a path that is not a regular file in the target",
         )),
     }
-}
-
-/// Write-behind: starts writing `len` bytes of `file` at `offset` (just
-/// written) to disk without waiting for it, so that a large restore's
-/// closing `syncfs` waits only for the tail instead of for every byte
-/// (with gigabytes of free memory, the kernel would otherwise keep it all
-/// dirty until then: its background threshold is a share of memory).
-/// `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages
-/// without waiting (`WB_SYNC_NONE`) and then drops only pages already
-/// clean: the ones it just queued are still under writeback and stay
-/// cached. (`sync_file_range` says exactly this, but rustix has no
-/// wrapper for it and this workspace forbids unsafe code.) Advice only:
-/// a failure changes nothing but timing.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    let _ = rustix::fs::fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::DontNeed,
-    );
 }
 
 /// Whether the umask removes any owner bit (read once from
