@@ -538,3 +538,67 @@ fn held_metadata_survives_a_new_link_and_the_loss_of_the_first_name() {
     assert_eq!(fs::read(t.join("b")).unwrap(), b"held");
     assert_eq!((md.mode() & 0o7777, md.mtime()), (0o640, 1_700_000_000));
 }
+
+/// A directory whose recorded mode takes its owner's search permission
+/// away (0600), applied at the end of a chain while a file inside it is
+/// still held: the file's metadata is set before the directory closes,
+/// so the restore succeeds for its owner too (as nobody, who has no
+/// root's bypass of permission bits).
+#[test]
+fn held_metadata_inside_a_directory_that_closes_is_set_first() {
+    strata_testing::privilege::also_unprivileged(
+        "held_metadata_inside_a_directory_that_closes_is_set_first",
+        || {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let dir = |b: B, p: &[u8], mode: u32| {
+                let mut e = Enc::default();
+                e.bytes(p).meta(&Meta { mode, ..meta() });
+                let mut b = b.raw(tag::DIR, &e.0);
+                b.entries += 1;
+                b
+            };
+            let touched = Meta {
+                mtime_sec: 1_700_000_000,
+                ..meta()
+            };
+            let mut e = Enc::default();
+            e.bytes(b"d/f").meta(&touched).u64(4);
+            let mut s2 = dir(dir(B::with_header(2, "s1", "s2"), b"", 0o755), b"d", 0o755)
+                .raw(tag::FILE_PATCH, &e.0);
+            s2.entries += 1;
+            let mut end = Enc::default();
+            end.u64(4);
+            end.0.extend_from_slice(blake3::hash(b"kept").as_bytes());
+            let chain = [
+                dir(B::new().dir(""), b"d", 0o755)
+                    .file(b"d/f", b"kept")
+                    .finish(),
+                s2.raw(tag::PATCH_END, &end.0).finish(),
+                dir(dir(B::with_header(2, "s2", "s3"), b"", 0o755), b"d", 0o600).finish(),
+            ];
+            let sandbox = tempfile::tempdir().unwrap();
+            let t = sandbox.path().join("t");
+            fs::create_dir(&t).unwrap();
+            let mut session = native::ReceiveSession::default();
+            let mut holds = None;
+            for (i, s) in chain.iter().enumerate() {
+                session.set_more_follow(i + 1 < chain.len());
+                let r = native::receive_in(
+                    &t,
+                    &s[..],
+                    &ReceiveOptions::new(holds.as_deref()),
+                    &Quiet,
+                    &mut session,
+                )
+                .unwrap_or_else(|e| panic!("stream {}: {e}", i + 1));
+                holds = Some(r.header.end);
+            }
+            let d = fs::symlink_metadata(t.join("d")).unwrap();
+            assert_eq!(d.mode() & 0o7777, 0o600);
+            fs::set_permissions(t.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+            let f = fs::symlink_metadata(t.join("d/f")).unwrap();
+            assert_eq!(f.mtime(), 1_700_000_000);
+            assert_eq!(fs::read(t.join("d/f")).unwrap(), b"kept");
+        },
+    );
+}

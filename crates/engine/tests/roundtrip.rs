@@ -10,9 +10,10 @@ mod common;
 
 use std::fs;
 
-use common::{restore, save};
+use common::{restore, restore_holding, save};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use strata_engine::native;
 use strata_testing::privilege::also_unprivileged;
 use strata_testing::tree::{self, Op};
 
@@ -124,13 +125,21 @@ fn run_sequence(initial: &[Op], rounds: &[Vec<Op>]) {
     }
     for i in 0..saved.len() {
         let chain: Vec<_> = saved[..=i].iter().collect();
-        let t = dir.path().join(format!("t{i}"));
-        restore(&chain, &t).unwrap_or_else(|e| panic!("restore of snapshot {i}: {e}"));
-        tree::assert_same(
-            &tree::without_setid(captures[i].clone()),
-            &tree::capture(&t),
-            &format!("snapshot {i}"),
-        );
+        // The default session, and one that can hold back the metadata of
+        // about two entries (the rest is applied at once).
+        for (budget, session) in [
+            ("default", native::ReceiveSession::default()),
+            ("300 bytes", native::ReceiveSession::with_hold_budget(300)),
+        ] {
+            let t = dir.path().join(format!("t{i}-{}", budget.len()));
+            restore_holding(&chain, &t, session)
+                .unwrap_or_else(|e| panic!("restore of snapshot {i} (hold budget {budget}): {e}"));
+            tree::assert_same(
+                &tree::without_setid(captures[i].clone()),
+                &tree::capture(&t),
+                &format!("snapshot {i} (hold budget {budget})"),
+            );
+        }
     }
 }
 
@@ -408,10 +417,19 @@ fn metadata_only_chains_restore_the_last_metadata() {
         }
         for i in 0..saved.len() {
             let chain: Vec<_> = saved[..=i].iter().collect();
-            let t = dir.path().join(format!("t{i}"));
-            restore(&chain, &t).unwrap_or_else(|e| panic!("restore of snapshot {i}: {e}"));
-            tree::assert_same(&captures[i], &tree::capture(&t), &format!("snapshot {i}"));
-            mode(&t.join("ro"), 0o755);
+            // Held to the end, held in part (about two entries' worth:
+            // the rest applied at once, directories among them), none.
+            for budget in [usize::MAX, 300, 0] {
+                let t = dir.path().join(format!("t{i}-{budget}"));
+                restore_holding(&chain, &t, native::ReceiveSession::with_hold_budget(budget))
+                    .unwrap_or_else(|e| panic!("restore of snapshot {i} (budget {budget}): {e}"));
+                tree::assert_same(
+                    &captures[i],
+                    &tree::capture(&t),
+                    &format!("snapshot {i} (hold budget {budget})"),
+                );
+                mode(&t.join("ro"), 0o755);
+            }
         }
         mode(&src.join("ro"), 0o755);
     });

@@ -107,11 +107,13 @@ const PENDING_MAX_BYTES: usize = 16 << 20;
 /// once, a hard link made to the file), deepest first; an entry a later
 /// stream writes, replaces or deletes drops what was held for it. A chain
 /// whose every file was touched (each stream rewrites every mtime) then
-/// costs one `lstat` per file per stream instead of an open, a stat, an
-/// xattr listing and a utimens. Bounded by [`PENDING_MAX_BYTES`]. Before
+/// costs no system call per entry between its second and its last stream
+/// (a held entry is known to be what it was: see [`Held`]) instead of an
+/// open, a stat, an xattr listing and a utimens per file and per
+/// directory. Bounded by [`PENDING_MAX_BYTES`]
+/// ([`ReceiveSession::with_hold_budget`] for another bound). Before
 /// each stream, [`ReceiveSession::set_more_follow`] says whether more
 /// streams follow it.
-#[derive(Default)]
 pub struct ReceiveSession {
     known: HashMap<(u64, u64), (u64, [u8; 32])>,
     /// More streams follow this one: hash what is written, hold metadata
@@ -121,6 +123,14 @@ pub struct ReceiveSession {
     /// Metadata held back for the end of the chain, by path.
     pending: BTreeMap<RelPath, Held>,
     pending_bytes: usize,
+    /// The most bytes `pending` may hold.
+    budget: usize,
+}
+
+impl Default for ReceiveSession {
+    fn default() -> Self {
+        Self::with_hold_budget(PENDING_MAX_BYTES)
+    }
 }
 
 /// Metadata held back for one entry ([`ReceiveSession`]). While it is
@@ -145,6 +155,21 @@ impl Held {
 }
 
 impl ReceiveSession {
+    /// A session that holds back at most about `bytes` of metadata (the
+    /// default is [`PENDING_MAX_BYTES`]; 0 holds nothing back). Past it,
+    /// metadata is applied at once, as without a session: the restore is
+    /// the same, only slower for long chains of metadata-only streams.
+    pub fn with_hold_budget(bytes: usize) -> Self {
+        Self {
+            known: HashMap::new(),
+            more_follow: false,
+            buf: Vec::new(),
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            budget: bytes,
+        }
+    }
+
     /// Sets whether streams after the next one will be applied (when none
     /// will, nothing is hashed and nothing is held back: nobody would use
     /// it, and what was held is applied by the end of that stream).
@@ -165,7 +190,7 @@ impl ReceiveSession {
             return false;
         }
         let cost = Held::cost(path, meta);
-        if self.pending_bytes + cost > PENDING_MAX_BYTES {
+        if self.pending_bytes + cost > self.budget {
             return false;
         }
         self.pending_bytes += cost;

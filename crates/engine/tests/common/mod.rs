@@ -47,9 +47,18 @@ pub fn save(root: &Path, base: Option<&Saved>, n: usize) -> Saved {
 /// Applies `chain` into a new directory `target` as a restore does: one
 /// [`native::ReceiveSession`] across the chain.
 pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
+    restore_holding(chain, target, native::ReceiveSession::default())
+}
+
+/// [`restore`] with `session` (for example one with a small budget of
+/// held metadata).
+pub fn restore_holding(
+    chain: &[&Saved],
+    target: &Path,
+    mut session: native::ReceiveSession,
+) -> Result<(), EngineError> {
     std::fs::create_dir(target).expect("mkdir target");
     let mut holds: Option<String> = None;
-    let mut session = native::ReceiveSession::default();
     for (i, s) in chain.iter().enumerate() {
         session.set_more_follow(i + 1 < chain.len());
         let r = native::receive_in(
