@@ -488,6 +488,26 @@ proptest! {
     }
 }
 
+/// Applies `chain` (streams s1, s2, ...) into a new directory `t` with one
+/// session, as a restore does; panics naming the stream that failed.
+fn apply_chain(t: &Path, chain: &[Vec<u8>]) {
+    fs::create_dir(t).unwrap();
+    let mut session = native::ReceiveSession::default();
+    let mut holds = None;
+    for (i, s) in chain.iter().enumerate() {
+        session.set_more_follow(i + 1 < chain.len());
+        let r = native::receive_in(
+            t,
+            &s[..],
+            &ReceiveOptions::new(holds.as_deref()),
+            &Quiet,
+            &mut session,
+        )
+        .unwrap_or_else(|e| panic!("stream {}: {e}", i + 1));
+        holds = Some(r.header.end);
+    }
+}
+
 /// Metadata a session holds back (a patch without data, more streams to
 /// come) is not lost when the file gets a second name and the first name
 /// is deleted by later streams: once linked, it is applied at once.
@@ -518,21 +538,7 @@ fn held_metadata_survives_a_new_link_and_the_loss_of_the_first_name() {
     ];
     let sandbox = tempfile::tempdir().unwrap();
     let t = sandbox.path().join("t");
-    fs::create_dir(&t).unwrap();
-    let mut session = native::ReceiveSession::default();
-    let mut holds = None;
-    for (i, s) in chain.iter().enumerate() {
-        session.set_more_follow(i + 1 < chain.len());
-        let r = native::receive_in(
-            &t,
-            &s[..],
-            &ReceiveOptions::new(holds.as_deref()),
-            &Quiet,
-            &mut session,
-        )
-        .unwrap();
-        holds = Some(r.header.end);
-    }
+    apply_chain(&t, &chain);
     assert!(!t.join("a").exists());
     let md = fs::symlink_metadata(t.join("b")).unwrap();
     assert_eq!(fs::read(t.join("b")).unwrap(), b"held");
@@ -578,21 +584,7 @@ fn held_metadata_inside_a_directory_that_closes_is_set_first() {
             ];
             let sandbox = tempfile::tempdir().unwrap();
             let t = sandbox.path().join("t");
-            fs::create_dir(&t).unwrap();
-            let mut session = native::ReceiveSession::default();
-            let mut holds = None;
-            for (i, s) in chain.iter().enumerate() {
-                session.set_more_follow(i + 1 < chain.len());
-                let r = native::receive_in(
-                    &t,
-                    &s[..],
-                    &ReceiveOptions::new(holds.as_deref()),
-                    &Quiet,
-                    &mut session,
-                )
-                .unwrap_or_else(|e| panic!("stream {}: {e}", i + 1));
-                holds = Some(r.header.end);
-            }
+            apply_chain(&t, &chain);
             let d = fs::symlink_metadata(t.join("d")).unwrap();
             assert_eq!(d.mode() & 0o7777, 0o600);
             fs::set_permissions(t.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
