@@ -489,23 +489,11 @@ proptest! {
 }
 
 /// Applies `chain` (streams s1, s2, ...) into a new directory `t` with one
-/// session, as a restore does; panics naming the stream that failed.
+/// session, as a restore does.
 fn apply_chain(t: &Path, chain: &[Vec<u8>]) {
-    fs::create_dir(t).unwrap();
-    let mut session = native::ReceiveSession::default();
-    let mut holds = None;
-    for (i, s) in chain.iter().enumerate() {
-        session.set_more_follow(i + 1 < chain.len());
-        let r = native::receive_in(
-            t,
-            &s[..],
-            &ReceiveOptions::new(holds.as_deref()),
-            &Quiet,
-            &mut session,
-        )
-        .unwrap_or_else(|e| panic!("stream {}: {e}", i + 1));
-        holds = Some(r.header.end);
-    }
+    let streams: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    common::apply_streams(&streams, t, native::ReceiveSession::default())
+        .unwrap_or_else(|e| panic!("applying the chain: {e}"));
 }
 
 /// Metadata a session holds back (a patch without data, more streams to

@@ -127,11 +127,14 @@ fn run_sequence(initial: &[Op], rounds: &[Vec<Op>]) {
         let chain: Vec<_> = saved[..=i].iter().collect();
         // The default session, and one that can hold back the metadata of
         // about two entries (the rest is applied at once).
-        for (budget, session) in [
+        for (j, (budget, session)) in [
             ("default", native::ReceiveSession::default()),
             ("300 bytes", native::ReceiveSession::with_hold_budget(300)),
-        ] {
-            let t = dir.path().join(format!("t{i}-{}", budget.len()));
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let t = dir.path().join(format!("t{i}-{j}"));
             restore_holding(&chain, &t, session)
                 .unwrap_or_else(|e| panic!("restore of snapshot {i} (hold budget {budget}): {e}"));
             tree::assert_same(

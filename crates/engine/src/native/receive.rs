@@ -141,17 +141,8 @@ struct Held {
     meta: Meta,
     dir: bool,
     key: Option<(u64, u64)>,
-}
-
-impl Held {
-    fn cost(path: &RelPath, meta: &Meta) -> usize {
-        96 + path.as_bytes().len()
-            + meta
-                .xattrs
-                .iter()
-                .map(|(k, v)| 48 + k.len() + v.len())
-                .sum::<usize>()
-    }
+    /// What it counts against the budget: about its bytes in memory.
+    cost: usize,
 }
 
 impl ReceiveSession {
@@ -189,26 +180,32 @@ impl ReceiveSession {
         if !self.more_follow {
             return false;
         }
-        let cost = Held::cost(path, meta);
+        let cost = 96
+            + path.as_bytes().len()
+            + meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| 48 + k.len() + v.len())
+                .sum::<usize>();
         if self.pending_bytes + cost > self.budget {
             return false;
         }
+        self.take(path);
         self.pending_bytes += cost;
         let held = Held {
             meta: meta.clone(),
             dir,
             key,
+            cost,
         };
-        if let Some(old) = self.pending.insert(path.clone(), held) {
-            self.pending_bytes -= Held::cost(path, &old.meta);
-        }
+        self.pending.insert(path.clone(), held);
         true
     }
 
     /// Takes what was held for `path` (a later stream sets it itself).
     fn take(&mut self, path: &RelPath) -> Option<Held> {
         let old = self.pending.remove(path)?;
-        self.pending_bytes -= Held::cost(path, &old.meta);
+        self.pending_bytes -= old.cost;
         Some(old)
     }
 
@@ -231,13 +228,13 @@ impl ReceiveSession {
             .take_while(|(k, _)| k.starts_with(dir))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys.into_iter().rev() {
-            let held = self.pending.remove(&k).expect("a key just listed");
-            self.pending_bytes -= Held::cost(&k, &held.meta);
-            out.push((k, held));
-        }
-        out
+        keys.into_iter()
+            .rev()
+            .map(|k| {
+                let held = self.take(&k).expect("a key just listed");
+                (k, held)
+            })
+            .collect()
     }
 }
 
@@ -261,11 +258,6 @@ struct OpenFile {
 }
 
 impl OpenFile {
-    /// A patched file's device and inode, the key of its session record.
-    fn key(&self) -> Option<(u64, u64)> {
-        self.key
-    }
-
     /// The file, opened now if it was not yet (a patch): read and write,
     /// and only if it is still the inode found at its path. A read-only
     /// file (0444, 0400) is patched like any other: its owner gets read
@@ -570,7 +562,7 @@ impl Receiver<'_> {
                 // A patch without data of a file this session wrote, with
                 // the size and content hash the session recorded: the file
                 // holds exactly those bytes, no read-back needed.
-                let known = f.key().and_then(|k| self.session.known.get(&k)).copied();
+                let known = f.key.and_then(|k| self.session.known.get(&k)).copied();
                 let unchanged =
                     f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
                 // Nothing changed and more streams follow: its metadata
@@ -612,7 +604,7 @@ impl Receiver<'_> {
                         ),
                     });
                 }
-                if let Some(k) = f.key()
+                if let Some(k) = f.key
                     && (self.session.more_follow || known.is_some())
                 {
                     self.session.remember(k, size, want);
@@ -641,7 +633,7 @@ impl Receiver<'_> {
                 };
                 rec_end(rec)?;
                 let p = f.path.under(self.root);
-                if let Some(k) = f.key() {
+                if let Some(k) = f.key {
                     self.session.known.remove(&k);
                 }
                 drop(f.file);
@@ -704,27 +696,11 @@ impl Receiver<'_> {
             tag::DIR => {
                 let meta = d.meta()?;
                 d.end()?;
-                // Writable while its contents arrive; final mode on leaving.
-                let mkdir = || fs::DirBuilder::new().mode(0o700).create(&full);
-                // Whether it still needs its owner's rwx for what follows
-                // (a directory held since an earlier stream has it).
-                let held_dir = held.as_ref().is_some_and(|h| h.dir);
-                let needs_chmod = match if held_dir { Ok(()) } else { mkdir() } {
-                    Ok(()) => !held_dir && self.umask_bites,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        // A directory stays; anything else goes (never followed).
-                        match fs::symlink_metadata(&full) {
-                            Ok(md) if md.file_type().is_dir() => md.mode() & 0o700 != 0o700,
-                            _ => {
-                                self.remove_existing(&path, false)?;
-                                mkdir()
-                                    .map_err(|e| EngineError::io("create directory", &full, e))?;
-                                self.umask_bites
-                            }
-                        }
-                    }
-                    Err(e) => return Err(EngineError::io("create directory", &full, e)),
-                };
+                // Writable while its contents arrive; final mode on leaving
+                // (a directory held since an earlier stream is there, with
+                // its owner's rwx).
+                let needs_chmod =
+                    !held.as_ref().is_some_and(|h| h.dir) && self.make_dir(&path, &full)?;
                 if needs_chmod {
                     nofollow::chmod(&full, 0o700, FileType::Directory)
                         .map_err(|e| EngineError::io("chmod", &full, e))?;
@@ -923,6 +899,27 @@ impl Receiver<'_> {
         Ok(())
     }
 
+    /// Makes the directory `path` (at `full`) `0700`, or keeps the one
+    /// there (anything else is removed, never followed); true when it
+    /// still needs a chmod to give its owner rwx for what follows.
+    fn make_dir(&mut self, path: &RelPath, full: &Path) -> Result<bool> {
+        let mkdir = || fs::DirBuilder::new().mode(0o700).create(full);
+        match mkdir() {
+            Ok(()) => Ok(self.umask_bites),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match fs::symlink_metadata(full) {
+                    Ok(md) if md.file_type().is_dir() => Ok(md.mode() & 0o700 != 0o700),
+                    _ => {
+                        self.remove_existing(path, false)?;
+                        mkdir().map_err(|e| EngineError::io("create directory", full, e))?;
+                        Ok(self.umask_bites)
+                    }
+                }
+            }
+            Err(e) => Err(EngineError::io("create directory", full, e)),
+        }
+    }
+
     /// Removes whatever is at `path` (never following a symlink). A directory
     /// is kept when `keep_dir` is set and a directory is what comes next.
     fn remove_existing(&mut self, path: &RelPath, keep_dir: bool) -> Result<()> {
@@ -990,31 +987,39 @@ impl Receiver<'_> {
     /// first (a directory after its contents).
     fn apply_held_under(&mut self, dir: &RelPath) -> Result<()> {
         for (path, held) in self.session.take_under(dir) {
-            let full = path.under(self.root);
-            let opened = match nofollow::open_entry(&full, held.dir) {
-                // A file its owner may not read (0200, 0000), as nobody.
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !held.dir => {
-                    let md = fs::symlink_metadata(&full)
-                        .map_err(|e| EngineError::io("stat", &full, e))?;
-                    nofollow::chmod(&full, (md.mode() & 0o7777) | 0o400, FileType::RegularFile)
-                        .map_err(|e| EngineError::io("chmod", &full, e))?;
-                    nofollow::open_entry(&full, false)
-                }
-                other => other,
-            };
-            let f = opened.map_err(|e| EngineError::io("open", &full, e))?;
-            let now = f
-                .metadata()
-                .map_err(|e| EngineError::io("stat", &full, e))?;
-            if now.is_dir() != held.dir || (!held.dir && !now.is_file()) {
-                return Err(EngineError::refused(
-                    path.as_bytes(),
-                    "changed type while being restored",
-                ));
-            }
-            self.apply_meta(&f, &held.meta, held.dir, &path, Some(&now))?;
+            self.set_meta_at(&path, &held.meta, held.dir)?;
         }
         Ok(())
+    }
+
+    /// Gives the directory or regular file at `path` its recorded
+    /// metadata ([`Self::apply_meta`]) through a descriptor opened
+    /// without following a symlink. A directory was made 0700, so it opens
+    /// whatever its final mode; a file its owner may not read (0200,
+    /// 0000, as nobody) gets read permission first.
+    fn set_meta_at(&mut self, path: &RelPath, meta: &Meta, dir: bool) -> Result<()> {
+        let full = path.under(self.root);
+        let opened = match nofollow::open_entry(&full, dir) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !dir => {
+                let md =
+                    fs::symlink_metadata(&full).map_err(|e| EngineError::io("stat", &full, e))?;
+                nofollow::chmod(&full, (md.mode() & 0o7777) | 0o400, FileType::RegularFile)
+                    .map_err(|e| EngineError::io("chmod", &full, e))?;
+                nofollow::open_entry(&full, false)
+            }
+            other => other,
+        };
+        let f = opened.map_err(|e| EngineError::io("open", &full, e))?;
+        let now = f
+            .metadata()
+            .map_err(|e| EngineError::io("stat", &full, e))?;
+        if now.is_dir() != dir || (!dir && !now.is_file()) {
+            return Err(EngineError::refused(
+                path.as_bytes(),
+                "changed type while being restored",
+            ));
+        }
+        self.apply_meta(&f, meta, dir, path, Some(&now))
     }
 
     /// Gives the open entry `f` (at `path`) its recorded owner, extended
@@ -1077,14 +1082,7 @@ impl Receiver<'_> {
                 continue;
             }
             self.apply_held_under(&p)?;
-            let full = p.under(self.root);
-            // Made 0700 when entered, so it opens whatever its final mode.
-            let dir =
-                nofollow::open_entry(&full, true).map_err(|e| EngineError::io("open", &full, e))?;
-            let now = dir
-                .metadata()
-                .map_err(|e| EngineError::io("stat", &full, e))?;
-            self.apply_meta(&dir, &meta, true, &p, Some(&now))?;
+            self.set_meta_at(&p, &meta, true)?;
         }
         Ok(())
     }

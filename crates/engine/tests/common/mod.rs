@@ -55,15 +55,26 @@ pub fn restore(chain: &[&Saved], target: &Path) -> Result<(), EngineError> {
 pub fn restore_holding(
     chain: &[&Saved],
     target: &Path,
+    session: native::ReceiveSession,
+) -> Result<(), EngineError> {
+    let streams: Vec<&[u8]> = chain.iter().map(|s| &s.stream[..]).collect();
+    apply_streams(&streams, target, session)
+}
+
+/// Applies raw `streams` (a chain: each starts where the one before
+/// ends) into a new directory `target` with `session`.
+pub fn apply_streams(
+    streams: &[&[u8]],
+    target: &Path,
     mut session: native::ReceiveSession,
 ) -> Result<(), EngineError> {
     std::fs::create_dir(target).expect("mkdir target");
     let mut holds: Option<String> = None;
-    for (i, s) in chain.iter().enumerate() {
-        session.set_more_follow(i + 1 < chain.len());
+    for (i, s) in streams.iter().enumerate() {
+        session.set_more_follow(i + 1 < streams.len());
         let r = native::receive_in(
             target,
-            &s.stream[..],
+            *s,
             &ReceiveOptions::new(holds.as_deref()),
             &Quiet,
             &mut session,
