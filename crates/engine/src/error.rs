@@ -49,6 +49,16 @@ pub enum EngineError {
         /// Why it was refused.
         why: String,
     },
+    /// The stream was made by another engine than the one applying it.
+    #[error(
+        "the stream was made by engine {stream:?}; it cannot be applied with the {applied} engine"
+    )]
+    WrongEngine {
+        /// The engine the stream's header names.
+        stream: String,
+        /// The engine that read it.
+        applied: crate::EngineKind,
+    },
     /// The stream applies to another snapshot than the one the target holds.
     #[error("stream starts at {stream_start} but the target holds {target}")]
     WrongBase {
@@ -84,6 +94,7 @@ impl EngineError {
                 | EngineError::Version { .. }
                 | EngineError::Refused { .. }
                 | EngineError::WrongBase { .. }
+                | EngineError::WrongEngine { .. }
         )
     }
 }

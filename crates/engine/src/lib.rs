@@ -1,6 +1,9 @@
 //! strata's engines: what turns a project tree into a snapshot stream and a
 //! stream back into a tree.
 //!
+//! - [`engine`]: the [`Engine`] trait every engine implements, and
+//!   [`EngineKind`], the engine's name recorded with streams;
+//! - [`stream`]: the header every engine's stream starts with;
 //! - [`format`]: the versioned, self-checking record format shared by the
 //!   stream and the index (see `docs/stream-format.md`);
 //! - [`relpath`]: validated relative paths and the walk order they sort in;
@@ -9,14 +12,18 @@
 //! - [`native`]: the portable engine: [`native::send`] walks a tree and emits
 //!   a full or incremental stream, [`native::receive`] applies one.
 
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod index;
 pub mod native;
 pub mod relpath;
+pub mod stream;
 
+pub use engine::{ChainReceiver, Engine, EngineKind, SendJob, UnknownEngine};
 pub use error::{EngineError, Result};
 pub use relpath::RelPath;
+pub use stream::StreamHeader;
 
 /// What an engine tells its caller while it works: warnings about entries it
 /// skipped or retried, and progress. Every method has a no-op default.

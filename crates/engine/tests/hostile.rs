@@ -31,13 +31,16 @@ impl B {
         Self::with_header(1, "", "s1")
     }
     fn with_header(version: u32, start: &str, end: &str) -> Self {
+        Self::made_by(b"native", version, start, end)
+    }
+    fn made_by(engine: &[u8], version: u32, start: &str, end: &str) -> Self {
         let mut w = RecordWriter::new(Vec::new(), STREAM_MAGIC).unwrap();
         let mut h = Enc::default();
         h.u32(version)
             .bytes(start.as_bytes())
             .bytes(end.as_bytes())
             .i64(0)
-            .bytes(b"native");
+            .bytes(engine);
         w.record(tag::HEADER, &h.0).unwrap();
         Self {
             w,
@@ -238,6 +241,22 @@ fn unknown_version_and_bad_magic() {
     let mut s = B::new().dir("").finish();
     s[1] = b'X';
     refused_naming(&s, "magic");
+}
+
+#[test]
+fn another_engines_stream_is_refused_naming_both_engines() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("t");
+    fs::create_dir(&target).unwrap();
+    let s = B::made_by(b"zfs", 1, "", "s1").dir("").finish();
+    let err = native::receive(&target, &s[..], &ReceiveOptions::new(None), &Quiet).unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"zfs\"") && text.contains("native engine"),
+        "{text}"
+    );
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "nothing applied");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod backends;
 pub mod check;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod liveness;
 pub mod progress;

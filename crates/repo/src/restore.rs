@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use strata_catalog::Project;
 use strata_core::{SnapshotId, StreamInfo, apply_plan};
-use strata_engine::native::{self, Owners, ReceiveOptions, ReceiveSession, SendOptions};
+use strata_engine::Engine;
+use strata_engine::native::{self, Owners, ReceiveOptions};
 
 use crate::error::{Error, Result};
 use crate::progress::{EngineObserver, Progress};
@@ -97,6 +98,7 @@ pub fn restore(
         .cloned()
         .collect();
     let snapshot = plan.last().expect("a plan has a stream").end.clone();
+    let engine = repo.engine(crate::engines::chain_engine(&project.name, &plan)?);
 
     match fs::read_dir(target) {
         Ok(mut rd) => {
@@ -138,7 +140,18 @@ pub fn restore(
     let tree = staging.join("tree");
     let applied = fs::create_dir(&tree)
         .map_err(|e| Error::system(format!("create {}", tree.display()), e))
-        .and_then(|()| apply_chain(repo, &project, &plan, &tree, opts, owners, progress));
+        .and_then(|()| {
+            apply_chain(
+                repo,
+                engine.as_ref(),
+                &project,
+                &plan,
+                &tree,
+                opts,
+                owners,
+                progress,
+            )
+        });
     let applied = match applied {
         Ok(a) => a,
         Err(e) => {
@@ -188,7 +201,7 @@ pub fn restore(
     }
     // Let the last writes leave the racy window before the rename: the
     // index then trusts the restored files, and every write after the
-    // rename is newer than the threshold (see native::build_index).
+    // rename is newer than the threshold (see Engine::restored_state).
     std::thread::sleep(Duration::from_millis(60).saturating_sub(written.elapsed()));
     let renamed_at = SystemTime::now();
     // rename(2) replaces an empty target directory atomically.
@@ -204,7 +217,14 @@ pub fn restore(
     sync_path(&parent)?;
     let target = fs::canonicalize(target)
         .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
-    remember(repo, &project, &snapshot, &target, renamed_at)?;
+    remember(
+        repo,
+        engine.as_ref(),
+        &project,
+        &snapshot,
+        &target,
+        renamed_at,
+    )?;
     Ok(RestoreReport {
         project,
         snapshot,
@@ -238,8 +258,10 @@ struct Applied {
     xattrs_skipped: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_chain(
     repo: &Repository,
+    engine: &dyn Engine,
     project: &Project,
     plan: &[StreamInfo],
     staging: &Path,
@@ -255,11 +277,12 @@ fn apply_chain(
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     progress.phase("restore", Some(total));
     let mut applied = Applied::default();
-    // One session for the chain: a later stream's metadata-only patches
-    // of files an earlier one wrote need no read-back.
-    let mut session = ReceiveSession::default();
+    // One receiver for the chain: it may carry what one stream learnt
+    // (the native engine: the hashes of the files it wrote, metadata held
+    // back to the end) to the next.
+    let mut chain = engine.chain(staging);
     for (i, stream) in plan.iter().enumerate() {
-        session.set_more_follow(i + 1 < plan.len());
+        let more_follow = i + 1 < plan.len();
         let context = format!(
             "project {:?}, stream {} ({})",
             project.name, stream.id, stream.end
@@ -284,19 +307,18 @@ fn apply_chain(
             workers,
             workers * 2 + 2,
             |r| {
-                native::receive_in(
-                    staging,
-                    CountingReader {
+                chain.receive(
+                    &mut CountingReader {
                         inner: r,
                         progress,
                         read: &mut read,
                     },
                     &receive_opts,
+                    more_follow,
                     &EngineObserver {
                         progress,
                         count_files: false,
                     },
-                    &mut session,
                 )
             },
         );
@@ -358,6 +380,7 @@ impl std::io::Read for CountingReader<'_> {
 /// entries changed since `renamed_at` are indexed as racy.
 fn remember(
     repo: &Repository,
+    engine: &dyn Engine,
     project: &Project,
     snapshot: &SnapshotId,
     target: &Path,
@@ -368,13 +391,14 @@ fn remember(
     let tmp = wt.temp_index_path();
     let file = fs::File::create(&tmp)
         .map_err(|e| Error::system(format!("create {}", tmp.display()), e))?;
-    let built = native::build_index(
-        target,
-        snapshot.as_str(),
-        &SendOptions::default(),
-        renamed_at,
-        BufWriter::new(file),
-    );
+    let mut out = BufWriter::new(file);
+    let built = engine
+        .restored_state(target, snapshot.as_str(), renamed_at, &mut out)
+        .and_then(|_| {
+            out.into_inner()
+                .map(drop)
+                .map_err(|e| strata_engine::EngineError::Stream(e.into_error()))
+        });
     if let Err(e) = built {
         let _ = fs::remove_file(&tmp);
         return Err(Error::system(format!("index {}", target.display()), e));

@@ -17,7 +17,8 @@ use strata_chunk::pipe::pipe;
 use strata_chunk::save_stream;
 use strata_core::{SaveId, SnapshotId, StreamId, StreamInfo};
 use strata_engine::index::IndexReader;
-use strata_engine::native::{self, SendOptions, SendSummary, StreamHeader};
+use strata_engine::native::SendSummary;
+use strata_engine::{Engine, EngineKind, SendJob, StreamHeader};
 
 use crate::error::{Error, Result};
 use crate::liveness::{SAVE_TTL, process_start, with_heartbeat};
@@ -133,19 +134,18 @@ pub fn save(
         .as_ref()
         .is_some_and(|s| s.project_id == project.id.to_string());
     let mut base: Option<SnapshotId> = None;
-    let mut index_reader = None;
+    let open_state = || {
+        File::open(wt.index_path())
+            .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))
+    };
     if same_project && wt.index_path().exists() {
-        let f = File::open(wt.index_path())
-            .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
-        match IndexReader::new(BufReader::new(f)) {
+        // The local state's header names the snapshot it describes.
+        match IndexReader::new(BufReader::new(open_state()?)) {
             // Only a base a restore can reach: an incremental on anything
             // else would be a save that returned success and never restores.
             Ok(r) => match r.snapshot().parse::<SnapshotId>() {
                 Ok(snap) => match strata_core::apply_plan(&streams, Some(&snap)) {
-                    Ok(_) => {
-                        base = Some(snap);
-                        index_reader = Some(r);
-                    }
+                    Ok(_) => base = Some(snap),
                     Err(e) => progress.warning(
                         &dir.display().to_string(),
                         &format!(
@@ -170,11 +170,12 @@ pub fn save(
     let rebased = base
         .as_ref()
         .is_some_and(|b| needs_rebase(repo, &streams, b));
-    let (base, index_reader) = if rebased {
-        (None, None)
-    } else {
-        (base, index_reader)
+    let base = if rebased { None } else { base };
+    let base_state = match &base {
+        Some(_) => Some(BufReader::with_capacity(1 << 16, open_state()?)),
+        None => None,
     };
+    let engine = repo.engine(EngineKind::Native);
 
     let end = SnapshotId::generate(repo.clock.as_ref());
     let header = StreamHeader {
@@ -209,9 +210,10 @@ pub fn save(
     let result = with_heartbeat(SAVE_TTL / 3, renew, || {
         let (sent, stored) = run_pipeline(
             repo,
+            engine.as_ref(),
             save_id,
             &dir,
-            index_reader,
+            base_state,
             &header,
             &index_tmp,
             opts,
@@ -226,7 +228,7 @@ pub fn save(
             start: base,
             end: end.clone(),
             parent,
-            engine: "native".into(),
+            engine: engine.kind().as_str().into(),
             bytes: stored.bytes,
             chunks: stored.manifest.len() as u64,
             new_bytes,
@@ -350,9 +352,10 @@ type Stored = strata_chunk::SaveOutput;
 #[allow(clippy::too_many_arguments)]
 fn run_pipeline(
     repo: &Repository,
+    engine: &dyn Engine,
     save: SaveId,
     dir: &Path,
-    base: Option<IndexReader<BufReader<File>>>,
+    base: Option<BufReader<File>>,
     header: &StreamHeader,
     index_tmp: &Path,
     opts: &SaveOptions,
@@ -369,22 +372,29 @@ fn run_pipeline(
         if opts.estimate_total {
             s.spawn(move || progress.total(crate::progress::tree_bytes(dir)));
         }
-        let (writer, reader) = pipe(4);
+        let (mut writer, reader) = pipe(4);
         let observer = EngineObserver {
             progress,
             count_files: true,
         };
         let sender = s.spawn(move || {
             let obs = observer;
-            native::send(
-                dir,
-                base,
+            let mut base = base;
+            let mut state = BufWriter::with_capacity(1 << 16, index_file);
+            let job = SendJob {
+                source: dir,
                 header,
-                &SendOptions::default(),
-                writer,
-                BufWriter::with_capacity(1 << 16, index_file),
-                &obs,
-            )
+                base: base.as_mut().map(|b| b as &mut (dyn std::io::Read + Send)),
+                out: &mut writer,
+                state: &mut state,
+            };
+            let sent = engine.send(job, &obs)?;
+            // The pipe's end tells the pipeline the stream is complete.
+            drop(writer);
+            state
+                .into_inner()
+                .map_err(|e| strata_engine::EngineError::Stream(e.into_error()))?;
+            Ok::<_, strata_engine::EngineError>(sent)
         });
         let claim = |ids: &[strata_core::ChunkId]| {
             repo.catalog

@@ -8,24 +8,85 @@
 mod nofollow;
 pub mod owners;
 mod receive;
+pub mod record;
 mod send;
 
 pub use nofollow::can_chown;
 pub use owners::Owners;
 pub use receive::{ReceiveOptions, ReceiveSession, ReceiveSummary, receive, receive_in};
+pub use record::NativeRecord;
 pub use send::{SendOptions, SendSummary, build_index, send};
 
-use crate::format::Meta;
+pub use crate::stream::StreamHeader;
 
-/// Header of a stream: what it goes from and to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamHeader {
-    /// The snapshot the stream applies on; `None` for a full stream.
-    pub start: Option<String>,
-    /// The snapshot it produces.
-    pub end: String,
-    /// When the stream was made (milliseconds since the epoch).
-    pub created_ms: i64,
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::engine::{ChainReceiver, Engine, EngineKind, SendJob};
+use crate::format::Meta;
+use crate::index::IndexReader;
+use crate::{Observer, Result};
+
+/// The native engine as an [`Engine`]: its local state is the index of
+/// the tree ([`crate::index`]).
+#[derive(Debug, Clone, Default)]
+pub struct Native {
+    /// How sends walk the tree.
+    pub send: SendOptions,
+}
+
+impl Engine for Native {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Native
+    }
+
+    fn send(&self, job: SendJob<'_>, obs: &dyn Observer) -> Result<SendSummary> {
+        let base = match job.base {
+            Some(r) => Some(IndexReader::new(BufReader::with_capacity(1 << 16, r))?),
+            None => None,
+        };
+        send(
+            job.source, base, job.header, &self.send, job.out, job.state, obs,
+        )
+    }
+
+    fn chain<'a>(&'a self, target: &'a Path) -> Box<dyn ChainReceiver + 'a> {
+        Box::new(NativeChain {
+            target,
+            session: ReceiveSession::default(),
+        })
+    }
+
+    fn restored_state(
+        &self,
+        root: &Path,
+        snapshot: &str,
+        changed_after: SystemTime,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        build_index(root, snapshot, &self.send, changed_after, out)
+    }
+}
+
+/// A chain applied by the native engine: one [`ReceiveSession`] across
+/// its streams.
+struct NativeChain<'a> {
+    target: &'a Path,
+    session: ReceiveSession,
+}
+
+impl ChainReceiver for NativeChain<'_> {
+    fn receive(
+        &mut self,
+        input: &mut dyn Read,
+        opts: &ReceiveOptions,
+        more_follow: bool,
+        obs: &dyn Observer,
+    ) -> Result<ReceiveSummary> {
+        self.session.set_more_follow(more_follow);
+        receive_in(self.target, input, opts, obs, &mut self.session)
+    }
 }
 
 pub(crate) fn xattr_names_sorted(

@@ -24,14 +24,15 @@ use filetime::FileTime;
 use rustix::fs::FileType;
 use xattr::FileExt;
 
+use super::nofollow;
 use super::owners::Owners;
-use super::{StreamHeader, nofollow};
+use super::record::NativeRecord;
 use crate::Observer;
+use crate::engine::EngineKind;
 use crate::error::{EngineError, Result};
-use crate::format::{
-    Dec, Meta, Record, RecordReader, STREAM_MAGIC, STREAM_VERSION, STREAM_VERSION_MIN, tag,
-};
+use crate::format::{Meta, STREAM_VERSION, STREAM_VERSION_MIN};
 use crate::relpath::RelPath;
+use crate::stream::{StreamHeader, read_header};
 
 /// What a receive applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,18 +354,11 @@ pub fn receive_in<R: Read>(
     session: &mut ReceiveSession,
 ) -> Result<ReceiveSummary> {
     let target_holds = opts.holds.as_deref();
-    let mut r = RecordReader::new(
+    let (mut r, header, _version) = read_header(
         io::BufReader::with_capacity(256 << 10, input),
-        STREAM_MAGIC,
-        "stream",
+        EngineKind::Native,
+        STREAM_VERSION_MIN..=STREAM_VERSION,
     )?;
-    let header = {
-        let rec = r.next_record()?.ok_or_else(|| EngineError::Corrupt {
-            offset: 8,
-            why: "stream ends before its header".into(),
-        })?;
-        parse_header(&rec)?
-    };
     if header.start.as_deref() != target_holds {
         return Err(EngineError::WrongBase {
             stream_start: header
@@ -403,42 +397,30 @@ pub fn receive_in<R: Read>(
     };
     loop {
         let records_before = r.records();
-        let Some(rec) = r.next_record()? else {
+        let Some(raw) = r.next_record()? else {
             return Err(EngineError::Corrupt {
                 offset: r.offset(),
                 why: "truncated: the stream ends without its trailer".into(),
             });
         };
-        if rec.tag == tag::TRAILER {
-            let offset = rec.offset;
-            let mut d = Dec::new(&rec);
-            let (entries, records, bytes) =
-                (d.u64("entries")?, d.u64("records")?, d.u64("data bytes")?);
-            d.end()?;
-            if let Some(f) = &rx.open {
-                return Err(EngineError::Corrupt {
-                    offset,
-                    why: format!("stream ends inside file {:?}", f.path),
-                });
+        let offset = raw.offset;
+        match NativeRecord::read(&raw)? {
+            NativeRecord::Trailer {
+                entries,
+                records,
+                data_bytes,
+            } => {
+                rx.check_trailer(offset, (entries, records, data_bytes), records_before)?;
+                break;
             }
-            if entries != rx.entries || records != records_before || bytes != rx.file_bytes {
-                return Err(EngineError::Corrupt {
-                    offset,
-                    why: format!(
-                        "trailer counts {entries} entries, {records} records, {bytes} bytes; read {}, {}, {}",
-                        rx.entries, records_before, rx.file_bytes
-                    ),
-                });
-            }
-            if !r.at_end()? {
-                return Err(EngineError::Corrupt {
-                    offset: r.offset(),
-                    why: "bytes after the trailer".into(),
-                });
-            }
-            break;
+            rec => rx.apply(offset, rec)?,
         }
-        rx.apply(&rec)?;
+    }
+    if !r.at_end()? {
+        return Err(EngineError::Corrupt {
+            offset: r.offset(),
+            why: "bytes after the trailer".into(),
+        });
     }
     rx.finish_dirs(None)?;
     if !rx.session.more_follow {
@@ -453,215 +435,190 @@ pub fn receive_in<R: Read>(
     })
 }
 
-fn parse_header(rec: &Record<'_>) -> Result<StreamHeader> {
-    if rec.tag != tag::HEADER {
-        return Err(EngineError::Corrupt {
-            offset: rec.offset,
-            why: "the stream does not start with a header".into(),
-        });
-    }
-    let mut d = Dec::new(rec);
-    let version = d.u32("version")?;
-    if !(STREAM_VERSION_MIN..=STREAM_VERSION).contains(&version) {
-        return Err(EngineError::Version {
-            found: version,
-            supported: STREAM_VERSION,
-        });
-    }
-    let text = |b: &[u8], what: &str| {
-        String::from_utf8(b.to_vec()).map_err(|_| EngineError::Corrupt {
-            offset: rec.offset,
-            why: format!("{what} is not UTF-8"),
-        })
-    };
-    let start = text(d.bytes("start")?, "start snapshot")?;
-    let end = text(d.bytes("end")?, "end snapshot")?;
-    let created_ms = d.i64("created")?;
-    let engine = d.bytes("engine")?;
-    d.end()?;
-    if engine != b"native" {
-        return Err(EngineError::Corrupt {
-            offset: rec.offset,
-            why: format!(
-                "stream made by engine {:?}, not native",
-                String::from_utf8_lossy(engine)
-            ),
-        });
-    }
-    Ok(StreamHeader {
-        start: (!start.is_empty()).then_some(start),
-        end,
-        created_ms,
-    })
-}
-
 impl Receiver<'_> {
-    fn apply(&mut self, rec: &Record<'_>) -> Result<()> {
-        match rec.tag {
-            tag::DATA => {
-                let Some(f) = self.open.as_mut().filter(|f| f.patch.is_none()) else {
-                    return Err(corrupt(rec, "file data outside a file"));
-                };
-                let mut file = f.file.as_ref().expect("a FILE is opened by its record");
-                file.write_all(rec.payload)
-                    .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
-                f.written += rec.payload.len() as u64;
-                if f.written > HASH_WRITTEN_UP_TO {
-                    f.hasher = None;
-                } else if let Some(h) = f.hasher.as_mut() {
-                    h.update(rec.payload);
-                }
-                self.file_bytes += rec.payload.len() as u64;
-                self.obs.file_bytes(rec.payload.len() as u64);
-                Ok(())
-            }
-            tag::PATCH_DATA => {
-                let (root, owners) = (self.root, self.owners);
-                let Some(f) = self.open.as_mut().filter(|f| f.patch.is_some()) else {
-                    return Err(corrupt(rec, "patch data outside a patch"));
-                };
-                let mut d = Dec::new(rec);
-                let offset = d.u64("patch offset")?;
-                let data = d.rest();
-                let (size, min) = f.patch.expect("a patch");
-                let end = offset.checked_add(data.len() as u64);
-                if offset < min || end.is_none_or(|e| e > size) {
-                    return Err(EngineError::refused(
-                        f.path.as_bytes(),
-                        format!(
-                            "patch range at {offset} (+{}) out of order or past the size {size}",
-                            data.len()
-                        ),
-                    ));
-                }
-                f.file(root, owners)?
-                    .write_all_at(data, offset)
-                    .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
-                f.patch = Some((size, offset + data.len() as u64));
-                f.written += data.len() as u64;
-                self.file_bytes += data.len() as u64;
-                self.obs.file_bytes(data.len() as u64);
-                Ok(())
-            }
-            tag::PATCH_END => {
-                let Some(mut f) = self.open.take_if(|f| f.patch.is_some()) else {
-                    return Err(corrupt(rec, "end of patch outside a patch"));
-                };
-                let mut d = Dec::new(rec);
-                let size = d.u64("size")?;
-                let want: [u8; 32] = d.fixed("content hash")?;
-                d.end()?;
-                let (declared, _) = f.patch.expect("a patch");
-                let full = f.path.under(self.root);
-                if size != declared {
-                    return Err(EngineError::refused(
-                        f.path.as_bytes(),
-                        format!("patch declares {declared} bytes, ends with {size}"),
-                    ));
-                }
-                // A patch without data of a file this session wrote, with
-                // the size and content hash the session recorded: the file
-                // holds exactly those bytes, no read-back needed.
-                let known = f.key.and_then(|k| self.session.known.get(&k)).copied();
-                let unchanged =
-                    f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
-                // Nothing changed and more streams follow: its metadata
-                // can wait for the end of the chain, unopened.
-                if unchanged
-                    && f.file.is_none()
-                    && self.session.hold(&f.path, &f.meta, false, f.key)
-                {
-                    return Ok(());
-                }
-                let file = f.file(self.root, self.owners)?;
-                if !unchanged {
-                    file.set_len(size)
-                        .map_err(|e| EngineError::io("truncate", &full, e))?;
-                }
-                // The patched file must be exactly what the sender read.
-                let mut h = blake3::Hasher::new();
-                let buf = &mut self.session.buf;
-                if !unchanged && buf.is_empty() {
-                    buf.resize(1 << 20, 0);
-                }
-                let mut at = 0u64;
-                while !unchanged && at < size {
-                    let n = file
-                        .read_at(buf, at)
-                        .map_err(|e| EngineError::io("read", &full, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                    at += n as u64;
-                }
-                if !unchanged && *h.finalize().as_bytes() != want {
-                    return Err(EngineError::Corrupt {
-                        offset: rec.offset,
-                        why: format!(
-                            "patched file {:?} does not match its content hash (the target did not hold the base content)",
-                            f.path
-                        ),
-                    });
-                }
-                if let Some(k) = f.key
-                    && (self.session.more_follow || known.is_some())
-                {
-                    self.session.remember(k, size, want);
-                }
-                self.finish_file(f)
-            }
-            tag::FILE_END => {
-                let Some(f) = self.open.take_if(|f| f.patch.is_none()) else {
-                    return Err(corrupt(rec, "end of file outside a file"));
-                };
-                let mut d = Dec::new(rec);
-                let size = d.u64("size")?;
-                d.end()?;
-                if size != f.written {
-                    return Err(EngineError::refused(
-                        f.path.as_bytes(),
-                        format!("declares {size} bytes but carries {}", f.written),
-                    ));
-                }
-                self.record_written(&f)?;
-                self.finish_file(f)
-            }
-            tag::FILE_ABORT => {
-                let Some(f) = self.open.take() else {
-                    return Err(corrupt(rec, "file abort outside a file"));
-                };
-                rec_end(rec)?;
-                let p = f.path.under(self.root);
-                if let Some(k) = f.key {
-                    self.session.known.remove(&k);
-                }
-                drop(f.file);
-                fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
-                self.after_abort = true;
-                Ok(())
-            }
-            tag::HEADER => Err(corrupt(rec, "a second header")),
-            tag::DIR
-            | tag::FILE
-            | tag::FILE_PATCH
-            | tag::SYMLINK
-            | tag::HARDLINK
-            | tag::FIFO
-            | tag::DELETE => self.entry(rec),
-            t => Err(corrupt(rec, &format!("unknown record tag {t}"))),
+    /// Checks the trailer's counts (entries, records before it, data
+    /// bytes) against what was read, and that no file is left open.
+    fn check_trailer(
+        &self,
+        offset: u64,
+        (entries, records, bytes): (u64, u64, u64),
+        read: u64,
+    ) -> Result<()> {
+        if let Some(f) = &self.open {
+            return Err(EngineError::Corrupt {
+                offset,
+                why: format!("stream ends inside file {:?}", f.path),
+            });
+        }
+        if entries != self.entries || records != read || bytes != self.file_bytes {
+            return Err(EngineError::Corrupt {
+                offset,
+                why: format!(
+                    "trailer counts {entries} entries, {records} records, {bytes} bytes; read {}, {}, {}",
+                    self.entries, read, self.file_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies one record (not the trailer) that starts at byte `offset`.
+    fn apply(&mut self, offset: u64, rec: NativeRecord<'_>) -> Result<()> {
+        match rec {
+            NativeRecord::Data(data) => self.data(offset, data),
+            NativeRecord::PatchData { offset: at, data } => self.patch_data(offset, at, data),
+            NativeRecord::PatchEnd { size, hash } => self.patch_end(offset, size, hash),
+            NativeRecord::FileEnd { size } => self.file_end(offset, size),
+            NativeRecord::FileAbort => self.file_abort(offset),
+            NativeRecord::Trailer { .. } => unreachable!("the loop reads the trailer"),
+            entry => self.entry(entry),
         }
     }
 
-    fn entry(&mut self, rec: &Record<'_>) -> Result<()> {
+    fn data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let Some(f) = self.open.as_mut().filter(|f| f.patch.is_none()) else {
+            return Err(corrupt(offset, "file data outside a file"));
+        };
+        let mut file = f.file.as_ref().expect("a FILE is opened by its record");
+        file.write_all(data)
+            .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
+        f.written += data.len() as u64;
+        if f.written > HASH_WRITTEN_UP_TO {
+            f.hasher = None;
+        } else if let Some(h) = f.hasher.as_mut() {
+            h.update(data);
+        }
+        self.file_bytes += data.len() as u64;
+        self.obs.file_bytes(data.len() as u64);
+        Ok(())
+    }
+
+    fn patch_data(&mut self, offset: u64, at: u64, data: &[u8]) -> Result<()> {
+        let (root, owners) = (self.root, self.owners);
+        let Some(f) = self.open.as_mut().filter(|f| f.patch.is_some()) else {
+            return Err(corrupt(offset, "patch data outside a patch"));
+        };
+        let (size, min) = f.patch.expect("a patch");
+        let end = at.checked_add(data.len() as u64);
+        if at < min || end.is_none_or(|e| e > size) {
+            return Err(EngineError::refused(
+                f.path.as_bytes(),
+                format!(
+                    "patch range at {at} (+{}) out of order or past the size {size}",
+                    data.len()
+                ),
+            ));
+        }
+        f.file(root, owners)?
+            .write_all_at(data, at)
+            .map_err(|e| EngineError::io("write", f.path.under(self.root), e))?;
+        f.patch = Some((size, at + data.len() as u64));
+        f.written += data.len() as u64;
+        self.file_bytes += data.len() as u64;
+        self.obs.file_bytes(data.len() as u64);
+        Ok(())
+    }
+
+    fn patch_end(&mut self, offset: u64, size: u64, want: [u8; 32]) -> Result<()> {
+        let Some(mut f) = self.open.take_if(|f| f.patch.is_some()) else {
+            return Err(corrupt(offset, "end of patch outside a patch"));
+        };
+        let (declared, _) = f.patch.expect("a patch");
+        let full = f.path.under(self.root);
+        if size != declared {
+            return Err(EngineError::refused(
+                f.path.as_bytes(),
+                format!("patch declares {declared} bytes, ends with {size}"),
+            ));
+        }
+        // A patch without data of a file this session wrote, with the size
+        // and content hash the session recorded: the file holds exactly
+        // those bytes, no read-back needed.
+        let known = f.key.and_then(|k| self.session.known.get(&k)).copied();
+        let unchanged =
+            f.written == 0 && known.is_some_and(|(len, hash)| len == size && hash == want);
+        // Nothing changed and more streams follow: its metadata can wait
+        // for the end of the chain, unopened.
+        if unchanged && f.file.is_none() && self.session.hold(&f.path, &f.meta, false, f.key) {
+            return Ok(());
+        }
+        let file = f.file(self.root, self.owners)?;
+        if !unchanged {
+            file.set_len(size)
+                .map_err(|e| EngineError::io("truncate", &full, e))?;
+        }
+        // The patched file must be exactly what the sender read.
+        let mut h = blake3::Hasher::new();
+        let buf = &mut self.session.buf;
+        if !unchanged && buf.is_empty() {
+            buf.resize(1 << 20, 0);
+        }
+        let mut at = 0u64;
+        while !unchanged && at < size {
+            let n = file
+                .read_at(buf, at)
+                .map_err(|e| EngineError::io("read", &full, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        if !unchanged && *h.finalize().as_bytes() != want {
+            return Err(EngineError::Corrupt {
+                offset,
+                why: format!(
+                    "patched file {:?} does not match its content hash (the target did not hold the base content)",
+                    f.path
+                ),
+            });
+        }
+        if let Some(k) = f.key
+            && (self.session.more_follow || known.is_some())
+        {
+            self.session.remember(k, size, want);
+        }
+        self.finish_file(f)
+    }
+
+    fn file_end(&mut self, offset: u64, size: u64) -> Result<()> {
+        let Some(f) = self.open.take_if(|f| f.patch.is_none()) else {
+            return Err(corrupt(offset, "end of file outside a file"));
+        };
+        if size != f.written {
+            return Err(EngineError::refused(
+                f.path.as_bytes(),
+                format!("declares {size} bytes but carries {}", f.written),
+            ));
+        }
+        self.record_written(&f)?;
+        self.finish_file(f)
+    }
+
+    fn file_abort(&mut self, offset: u64) -> Result<()> {
+        let Some(f) = self.open.take() else {
+            return Err(corrupt(offset, "file abort outside a file"));
+        };
+        let p = f.path.under(self.root);
+        if let Some(k) = f.key {
+            self.session.known.remove(&k);
+        }
+        drop(f.file);
+        fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
+        self.after_abort = true;
+        Ok(())
+    }
+
+    /// An entry record: checked against the walk order and the target's
+    /// directories, then applied by its kind.
+    fn entry(&mut self, rec: NativeRecord<'_>) -> Result<()> {
         if let Some(f) = &self.open {
             return Err(EngineError::refused(
                 f.path.as_bytes(),
                 "file content not terminated before the next entry",
             ));
         }
-        let mut d = Dec::new(rec);
-        let path = d.path("path")?;
+        let path = rec.path().expect("an entry record has a path").clone();
         // Strict walk order: no duplicates, nothing out of place. A path may
         // repeat only right after its file was aborted.
         if let Some(last) = &self.last {
@@ -676,7 +633,7 @@ impl Receiver<'_> {
             }
         }
         self.after_abort = false;
-        if path.is_root() && rec.tag != tag::DIR {
+        if path.is_root() && !matches!(rec, NativeRecord::Dir { .. }) {
             return Err(EngineError::refused(b".", "the root must be a directory"));
         }
         self.finish_dirs(Some(&path))?;
@@ -688,170 +645,175 @@ impl Receiver<'_> {
         self.entries += 1;
         self.obs.entry();
         let full = path.under(self.root);
-        match rec.tag {
-            tag::DELETE => {
-                d.end()?;
-                self.remove_existing(&path, false)?;
+        match rec {
+            NativeRecord::Delete { .. } => self.remove_existing(&path, false),
+            NativeRecord::Dir { meta, .. } => self.dir(path, &full, meta.into_owned(), held),
+            NativeRecord::File { meta, .. } => self.file(path, &full, meta.into_owned()),
+            NativeRecord::FilePatch { meta, size, .. } => {
+                self.patch(path, &full, meta.into_owned(), size, held)
             }
-            tag::DIR => {
-                let meta = d.meta()?;
-                d.end()?;
-                // Writable while its contents arrive; final mode on leaving
-                // (a directory held since an earlier stream is there, with
-                // its owner's rwx).
-                let needs_chmod =
-                    !held.as_ref().is_some_and(|h| h.dir) && self.make_dir(&path, &full)?;
-                if needs_chmod {
-                    nofollow::chmod(&full, 0o700, FileType::Directory)
-                        .map_err(|e| EngineError::io("chmod", &full, e))?;
-                }
-                self.dirs.push((path, meta));
-            }
-            tag::FILE => {
-                let meta = d.meta()?;
-                d.end()?;
-                let create = || {
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                        .open(&full)
-                };
-                // O_EXCL never follows or reuses what is there: when
-                // something is, remove it (never followed) and create again.
-                let file = match create() {
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        self.remove_existing(&path, false)?;
-                        create()
-                    }
-                    other => other,
-                }
-                .map_err(|e| EngineError::io("create", &full, e))?;
-                self.open = Some(OpenFile {
-                    path,
-                    file: Some(file),
-                    meta,
-                    written: 0,
-                    patch: None,
-                    hasher: self.session.more_follow.then(blake3::Hasher::new),
-                    key: None,
-                    opened: None,
-                });
-            }
-            tag::FILE_PATCH => {
-                let meta = d.meta()?;
-                let size = d.u64("size")?;
-                d.end()?;
-                // A file held since an earlier stream is still what it was
-                // (one link, its device and inode); any other is looked at.
-                let (key, nlink, md) = match held.and_then(|h| h.key) {
-                    Some(key) => (key, 1, None),
-                    None => {
-                        let md = regular_file_at(&full, &path)?;
-                        ((md.dev(), md.ino()), md.nlink(), Some(md))
-                    }
-                };
-                // A patch that may change nothing of a file this session
-                // wrote, and whose metadata no other path shares (one
-                // link), is opened only if its data or its end need it.
-                let lazy = self.session.more_follow
-                    && nlink == 1
-                    && self
-                        .session
-                        .known
-                        .get(&key)
-                        .is_some_and(|&(len, _)| len == size);
-                let mut f = OpenFile {
-                    path,
-                    file: None,
-                    meta,
-                    written: 0,
-                    patch: Some((size, 0)),
-                    hasher: None,
-                    key: Some(key),
-                    opened: md,
-                };
-                if !lazy {
-                    f.file(self.root, self.owners)?;
-                }
-                self.open = Some(f);
-            }
-            tag::SYMLINK => {
-                let meta = d.meta()?;
-                let target = d.bytes("link target")?;
-                d.end()?;
-                if target.is_empty() || target.contains(&0) {
-                    return Err(EngineError::refused(
-                        path.as_bytes(),
-                        "empty link target or NUL in it",
-                    ));
-                }
-                self.remove_existing(&path, false)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
-                    .map_err(|e| EngineError::io("create symlink", &full, e))?;
-                if let Some((uid, gid)) = self.owners.owner(meta.uid, meta.gid) {
-                    nofollow::lchown(&full, uid, gid)
-                        .map_err(|e| EngineError::io("chown", &full, e))?;
-                }
-                let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
-                filetime::set_symlink_file_times(&full, t, t)
-                    .map_err(|e| EngineError::io("set mtime", &full, e))?;
-            }
-            tag::HARDLINK => {
-                let target = d.path("link target")?;
-                d.end()?;
-                if target.is_root() || target == path {
-                    return Err(EngineError::refused(
-                        path.as_bytes(),
-                        "hard link to itself or to the root",
-                    ));
-                }
-                self.check_parent(&target).map_err(|_| {
-                    EngineError::refused(
-                        path.as_bytes(),
-                        format!("hard link target {:?} is not inside the target", target),
-                    )
-                })?;
-                let tfull = target.under(self.root);
-                match fs::symlink_metadata(&tfull) {
-                    Ok(md) if md.file_type().is_file() => {}
-                    _ => {
-                        return Err(EngineError::refused(
-                            path.as_bytes(),
-                            format!("hard link target {target:?} is not an existing regular file"),
-                        ));
-                    }
-                }
-                self.remove_existing(&path, false)?;
-                // Once linked, the file's metadata is shared: what was held
-                // for it is set now, so that it cannot later overwrite what
-                // a stream sets through the other path.
-                self.apply_held_under(&target)?;
-                fs::hard_link(&tfull, &full).map_err(|e| EngineError::io("hard link", &full, e))?;
-                // check_parent for the target may have moved the cache.
-                self.parent_ok = None;
-            }
-            tag::FIFO => {
-                let meta = d.meta()?;
-                d.end()?;
-                self.remove_existing(&path, false)?;
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &full,
-                    FileType::Fifo,
-                    rustix::fs::Mode::from_raw_mode(0o600),
-                    0,
-                )
-                .map_err(|e| EngineError::io("create fifo", &full, e.into()))?;
-                // O_NONBLOCK: opening a FIFO for reading never waits.
-                let fifo = nofollow::open_entry(&full, false)
-                    .map_err(|e| EngineError::io("open", &full, e))?;
-                self.apply_meta(&fifo, &meta, false, &path, None)?;
-            }
-            _ => unreachable!("entry() is called for entry tags only"),
+            NativeRecord::Symlink { meta, target, .. } => self.symlink(&path, &full, &meta, target),
+            NativeRecord::Hardlink { target, .. } => self.hardlink(&path, &full, &target),
+            NativeRecord::Fifo { meta, .. } => self.fifo(&path, &full, &meta),
+            _ => unreachable!("entry() is called for entry records only"),
         }
+    }
+
+    fn dir(&mut self, path: RelPath, full: &Path, meta: Meta, held: Option<Held>) -> Result<()> {
+        // Writable while its contents arrive; final mode on leaving (a
+        // directory held since an earlier stream is there, with its
+        // owner's rwx).
+        let needs_chmod = !held.as_ref().is_some_and(|h| h.dir) && self.make_dir(&path, full)?;
+        if needs_chmod {
+            nofollow::chmod(full, 0o700, FileType::Directory)
+                .map_err(|e| EngineError::io("chmod", full, e))?;
+        }
+        self.dirs.push((path, meta));
         Ok(())
+    }
+
+    fn file(&mut self, path: RelPath, full: &Path, meta: Meta) -> Result<()> {
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(full)
+        };
+        // O_EXCL never follows or reuses what is there: when something is,
+        // remove it (never followed) and create again.
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.remove_existing(&path, false)?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| EngineError::io("create", full, e))?;
+        self.open = Some(OpenFile {
+            path,
+            file: Some(file),
+            meta,
+            written: 0,
+            patch: None,
+            hasher: self.session.more_follow.then(blake3::Hasher::new),
+            key: None,
+            opened: None,
+        });
+        Ok(())
+    }
+
+    fn patch(
+        &mut self,
+        path: RelPath,
+        full: &Path,
+        meta: Meta,
+        size: u64,
+        held: Option<Held>,
+    ) -> Result<()> {
+        // A file held since an earlier stream is still what it was (one
+        // link, its device and inode); any other is looked at.
+        let (key, nlink, md) = match held.and_then(|h| h.key) {
+            Some(key) => (key, 1, None),
+            None => {
+                let md = regular_file_at(full, &path)?;
+                ((md.dev(), md.ino()), md.nlink(), Some(md))
+            }
+        };
+        // A patch that may change nothing of a file this session wrote,
+        // and whose metadata no other path shares (one link), is opened
+        // only if its data or its end need it.
+        let lazy = self.session.more_follow
+            && nlink == 1
+            && self
+                .session
+                .known
+                .get(&key)
+                .is_some_and(|&(len, _)| len == size);
+        let mut f = OpenFile {
+            path,
+            file: None,
+            meta,
+            written: 0,
+            patch: Some((size, 0)),
+            hasher: None,
+            key: Some(key),
+            opened: md,
+        };
+        if !lazy {
+            f.file(self.root, self.owners)?;
+        }
+        self.open = Some(f);
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &RelPath, full: &Path, meta: &Meta, target: &[u8]) -> Result<()> {
+        if target.is_empty() || target.contains(&0) {
+            return Err(EngineError::refused(
+                path.as_bytes(),
+                "empty link target or NUL in it",
+            ));
+        }
+        self.remove_existing(path, false)?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), full)
+            .map_err(|e| EngineError::io("create symlink", full, e))?;
+        if let Some((uid, gid)) = self.owners.owner(meta.uid, meta.gid) {
+            nofollow::lchown(full, uid, gid).map_err(|e| EngineError::io("chown", full, e))?;
+        }
+        let t = FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
+        filetime::set_symlink_file_times(full, t, t)
+            .map_err(|e| EngineError::io("set mtime", full, e))
+    }
+
+    fn hardlink(&mut self, path: &RelPath, full: &Path, target: &RelPath) -> Result<()> {
+        if target.is_root() || target == path {
+            return Err(EngineError::refused(
+                path.as_bytes(),
+                "hard link to itself or to the root",
+            ));
+        }
+        self.check_parent(target).map_err(|_| {
+            EngineError::refused(
+                path.as_bytes(),
+                format!("hard link target {:?} is not inside the target", target),
+            )
+        })?;
+        let tfull = target.under(self.root);
+        match fs::symlink_metadata(&tfull) {
+            Ok(md) if md.file_type().is_file() => {}
+            _ => {
+                return Err(EngineError::refused(
+                    path.as_bytes(),
+                    format!("hard link target {target:?} is not an existing regular file"),
+                ));
+            }
+        }
+        self.remove_existing(path, false)?;
+        // Once linked, the file's metadata is shared: what was held for it
+        // is set now, so that it cannot later overwrite what a stream sets
+        // through the other path.
+        self.apply_held_under(target)?;
+        fs::hard_link(&tfull, full).map_err(|e| EngineError::io("hard link", full, e))?;
+        // check_parent for the target may have moved the cache.
+        self.parent_ok = None;
+        Ok(())
+    }
+
+    fn fifo(&mut self, path: &RelPath, full: &Path, meta: &Meta) -> Result<()> {
+        self.remove_existing(path, false)?;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            full,
+            FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .map_err(|e| EngineError::io("create fifo", full, e.into()))?;
+        // O_NONBLOCK: opening a FIFO for reading never waits.
+        let fifo =
+            nofollow::open_entry(full, false).map_err(|e| EngineError::io("open", full, e))?;
+        self.apply_meta(&fifo, meta, false, path, None)
     }
 
     /// Refuses `path` unless every directory above it inside the target is a
@@ -1164,13 +1126,9 @@ fn sync_xattrs(
     }
 }
 
-fn corrupt(rec: &Record<'_>, why: &str) -> EngineError {
+fn corrupt(offset: u64, why: &str) -> EngineError {
     EngineError::Corrupt {
-        offset: rec.offset,
+        offset,
         why: why.to_string(),
     }
-}
-
-fn rec_end(rec: &Record<'_>) -> Result<()> {
-    Dec::new(rec).end()
 }

@@ -1,5 +1,6 @@
 //! Send: walk a tree, compare with the base index, write the stream.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -12,12 +13,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use walkdir::WalkDir;
 use xattr::FileExt;
 
-use super::{StreamHeader, meta_of, xattr_names_sorted};
+use super::record::NativeRecord;
+use super::{meta_of, xattr_names_sorted};
 use crate::Observer;
+use crate::engine::EngineKind;
 use crate::error::{EngineError, Result};
-use crate::format::{DATA_RECORD, Enc, Meta, RecordWriter, STREAM_MAGIC, STREAM_VERSION, tag};
+use crate::format::{DATA_RECORD, Meta, RecordWriter, STREAM_VERSION};
 use crate::index::{Blocks, IndexEntry, IndexReader, IndexWriter, Kind};
 use crate::relpath::RelPath;
+use crate::stream::{StreamHeader, write_header};
 
 /// How many times a file that changes while it is read is read again.
 const READ_ATTEMPTS: u32 = 3;
@@ -226,14 +230,12 @@ fn send_walk<W: Write, I: Write, B: Read>(
     obs: &dyn Observer,
     consumed: &AtomicU64,
 ) -> Result<SendSummary> {
-    let mut w = RecordWriter::new(BufWriter::with_capacity(256 << 10, out), STREAM_MAGIC)?;
-    let mut h = Enc::default();
-    h.u32(STREAM_VERSION)
-        .bytes(header.start.as_deref().unwrap_or("").as_bytes())
-        .bytes(header.end.as_bytes())
-        .i64(header.created_ms)
-        .bytes(b"native");
-    w.record(tag::HEADER, &h.0)?;
+    let w = write_header(
+        BufWriter::with_capacity(256 << 10, out),
+        header,
+        EngineKind::Native,
+        STREAM_VERSION,
+    )?;
     let mut index = IndexWriter::new(index_out, &header.end)?;
     let mut s = Sender {
         root,
@@ -254,179 +256,47 @@ fn send_walk<W: Write, I: Write, B: Read>(
         .sort_by_file_name()
         .max_open(opts.max_open_dirs.max(1));
     for item in walker {
-        let entry = match item {
-            Ok(e) => e,
-            Err(err) => {
-                let path = err
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.to_path_buf());
-                let io = err
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("walk error"));
-                if io.kind() == io::ErrorKind::NotFound {
-                    s.warn(
-                        &path.to_string_lossy(),
-                        "vanished during the walk; not saved",
-                    );
-                    continue;
-                }
-                return Err(EngineError::io("read directory", path, io));
-            }
-        };
-        let rel = rel_path(root, entry.path())?;
-        let md = match entry.metadata() {
-            Ok(md) => md,
-            Err(err) => {
-                let io = err
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("stat error"));
-                if io.kind() == io::ErrorKind::NotFound {
-                    s.warn(&rel.display(), "vanished during the walk; not saved");
-                    continue;
-                }
-                return Err(EngineError::io("stat", entry.path(), io));
-            }
-        };
-        let Some(kind) = kind_of(&md) else {
-            use std::os::unix::fs::FileTypeExt;
-            let what = if md.file_type().is_socket() {
-                "socket"
-            } else {
-                "device node"
-            };
-            s.warn(
-                &rel.display(),
-                &format!("{what} skipped (not kept by the native engine)"),
-            );
+        let Some((entry, md, kind)) = s.visited(item)? else {
             continue;
         };
+        let rel = rel_path(root, entry.path())?;
         // Everything in the old index before this path is gone.
         s.flush_deleted(&mut old, Some(&rel))?;
         s.stack.truncate(entry.depth());
         s.obs.entry();
-        let mut cur = IndexEntry::from_metadata(rel, kind, &md);
-        let mut unchanged = false;
-        // The base's block hashes of this path, for a sub-file patch.
-        let mut prev_blocks = None;
-        if old.peek().is_some_and(|o| o.path == cur.path) {
-            let o = old.take()?.expect("peeked");
-            unchanged = o.same_as(&cur);
-            if o.kind == Kind::Dir && kind != Kind::Dir {
-                old.skip_under = Some(o.path.clone());
-            }
-            if o.kind == Kind::File {
-                prev_blocks = o.blocks;
-            }
-        }
         s.sum.entries += 1;
-        let key = (md.dev(), md.ino());
-        if unchanged {
-            if kind == Kind::File {
-                s.obs.file_bytes(md.size());
-                cur.blocks = prev_blocks;
+        let cur = IndexEntry::from_metadata(rel, kind, &md);
+        let (unchanged, prev_blocks) = old.match_entry(&cur)?;
+        let visit = if unchanged {
+            s.unchanged(cur, &md, prev_blocks)
+        } else {
+            match kind {
+                Kind::Dir => s.dir(cur, &md)?,
+                Kind::File => s.file(cur, &md, prev_blocks)?,
+                Kind::Symlink => s.symlink(cur, &md)?,
+                Kind::Fifo => s.fifo(cur, &md)?,
             }
-            if kind == Kind::File && md.nlink() > 1 {
-                s.links.entry(key).or_insert_with(|| cur.path.clone());
-            }
-            if kind == Kind::Dir {
-                s.stack.push(Ancestor {
-                    path: cur.path.clone(),
-                    meta: meta_of(&md),
-                    emitted: false,
-                });
-            }
-            index.push(&settled(cur.clone(), racy))?;
-            continue;
-        }
-        match kind {
-            Kind::Dir => {
-                s.emit_ancestors()?;
-                let mut meta = meta_of(&md);
-                meta.xattrs = read_xattrs_path(&cur.path.under(root));
-                s.entry_record(tag::DIR, &cur.path, &meta, None)?;
-                s.stack.push(Ancestor {
-                    path: cur.path.clone(),
-                    meta,
-                    emitted: true,
-                });
-                index.push(&settled(cur.clone(), racy))?;
-            }
-            Kind::File => {
-                if md.nlink() > 1
-                    && let Some(target) = s.links.get(&key).cloned()
-                {
+        };
+        match visit {
+            Visit::Indexed(e) => index.push(&settled(e, racy))?,
+            Visit::Vanished(path) => {
+                // Not in the new snapshot; if the base had it, delete it.
+                if old.last_consumed_was(&path) {
                     s.emit_ancestors()?;
-                    let mut e = Enc::default();
-                    e.bytes(cur.path.as_bytes()).bytes(target.as_bytes());
-                    s.out.record(tag::HARDLINK, &e.0)?;
-                    s.sum.emitted += 1;
-                    index.push(&settled(cur.clone(), racy))?;
-                    continue;
+                    s.delete_record(&path)?;
                 }
-                match s.send_file(&cur.path, &md, prev_blocks)? {
-                    FileOutcome::Vanished => {
-                        // Not in the new snapshot; if the base had it, delete it.
-                        if old.last_consumed_was(&cur.path) {
-                            s.emit_ancestors()?;
-                            s.delete_record(&cur.path)?;
-                        }
-                        s.sum.entries -= 1;
-                    }
-                    FileOutcome::Saved { stable, blocks } => {
-                        if md.nlink() > 1 {
-                            s.links.entry(key).or_insert_with(|| cur.path.clone());
-                        }
-                        let mut e = settled(cur.clone(), racy);
-                        e.blocks = blocks;
-                        if !stable {
-                            // Make the next save read it again.
-                            e.mtime = (0, 0);
-                            e.ctime = (0, 0);
-                        }
-                        index.push(&e)?;
-                    }
-                }
-            }
-            Kind::Symlink => {
-                let p = cur.path.under(root);
-                let target = match std::fs::read_link(&p) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        s.warn(&cur.path.display(), "vanished during the walk; not saved");
-                        if old.last_consumed_was(&cur.path) {
-                            s.emit_ancestors()?;
-                            s.delete_record(&cur.path)?;
-                        }
-                        s.sum.entries -= 1;
-                        continue;
-                    }
-                    Err(e) => return Err(EngineError::io("read link", p, e)),
-                };
-                s.emit_ancestors()?;
-                let meta = meta_of(&md);
-                s.entry_record(
-                    tag::SYMLINK,
-                    &cur.path,
-                    &meta,
-                    Some(target.as_os_str().as_bytes()),
-                )?;
-                index.push(&settled(cur.clone(), racy))?;
-            }
-            Kind::Fifo => {
-                s.emit_ancestors()?;
-                s.entry_record(tag::FIFO, &cur.path, &meta_of(&md), None)?;
-                index.push(&settled(cur.clone(), racy))?;
+                s.sum.entries -= 1;
             }
         }
     }
     s.flush_deleted(&mut old, None)?;
     let records = s.out.records();
-    let mut t = Enc::default();
-    t.u64(s.sum.emitted + s.sum.deleted)
-        .u64(records)
-        .u64(s.data_bytes);
-    s.out.record(tag::TRAILER, &t.0)?;
+    NativeRecord::Trailer {
+        entries: s.sum.emitted + s.sum.deleted,
+        records,
+        data_bytes: s.data_bytes,
+    }
+    .write(&mut s.out)?;
     s.sum.stream_bytes = s.out.bytes();
     s.out
         .finish()?
@@ -434,6 +304,15 @@ fn send_walk<W: Write, I: Write, B: Read>(
         .map_err(|e| EngineError::Stream(e.into_error()))?;
     index.finish()?;
     Ok(s.sum)
+}
+
+/// What became of an entry the walk visited.
+enum Visit {
+    /// In the new snapshot, as this index entry records it.
+    Indexed(IndexEntry),
+    /// Gone (or replaced) between the walk's listing and its reading: not
+    /// in the new snapshot.
+    Vanished(RelPath),
 }
 
 enum FileOutcome {
@@ -451,6 +330,162 @@ impl<W: Write> Sender<'_, W> {
         self.obs.warning(path, msg);
     }
 
+    /// The entry the walk reached, its status and kind; `None` for what is
+    /// not saved (an entry that vanished, a socket or device: warned).
+    ///
+    /// # Errors
+    /// For a directory that cannot be read or an entry that cannot be
+    /// looked at: a save never silently drops them.
+    fn visited(
+        &mut self,
+        item: walkdir::Result<walkdir::DirEntry>,
+    ) -> Result<Option<(walkdir::DirEntry, Metadata, Kind)>> {
+        let entry = match item {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| self.root.to_path_buf());
+                let io = err
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk error"));
+                if io.kind() == io::ErrorKind::NotFound {
+                    self.warn(
+                        &path.to_string_lossy(),
+                        "vanished during the walk; not saved",
+                    );
+                    return Ok(None);
+                }
+                return Err(EngineError::io("read directory", path, io));
+            }
+        };
+        let shown = || rel_path(self.root, entry.path()).map(|r| r.display());
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(err) => {
+                let io = err
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("stat error"));
+                if io.kind() == io::ErrorKind::NotFound {
+                    self.warn(&shown()?, "vanished during the walk; not saved");
+                    return Ok(None);
+                }
+                return Err(EngineError::io("stat", entry.path(), io));
+            }
+        };
+        let Some(kind) = kind_of(&md) else {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if md.file_type().is_socket() {
+                "socket"
+            } else {
+                "device node"
+            };
+            self.warn(
+                &shown()?,
+                &format!("{what} skipped (not kept by the native engine)"),
+            );
+            return Ok(None);
+        };
+        Ok(Some((entry, md, kind)))
+    }
+
+    /// An entry the base has as it is: nothing in the stream, but a hard
+    /// link target or an ancestor the stream may still need.
+    fn unchanged(&mut self, mut cur: IndexEntry, md: &Metadata, prev: Option<Blocks>) -> Visit {
+        match cur.kind {
+            Kind::File => {
+                self.obs.file_bytes(md.size());
+                cur.blocks = prev;
+                if md.nlink() > 1 {
+                    self.links
+                        .entry((md.dev(), md.ino()))
+                        .or_insert_with(|| cur.path.clone());
+                }
+            }
+            Kind::Dir => self.stack.push(Ancestor {
+                path: cur.path.clone(),
+                meta: meta_of(md),
+                emitted: false,
+            }),
+            Kind::Symlink | Kind::Fifo => {}
+        }
+        Visit::Indexed(cur)
+    }
+
+    fn dir(&mut self, cur: IndexEntry, md: &Metadata) -> Result<Visit> {
+        self.emit_ancestors()?;
+        let mut meta = meta_of(md);
+        meta.xattrs = read_xattrs_path(&cur.path.under(self.root));
+        self.entry_record(NativeRecord::Dir {
+            path: Cow::Borrowed(&cur.path),
+            meta: Cow::Borrowed(&meta),
+        })?;
+        self.stack.push(Ancestor {
+            path: cur.path.clone(),
+            meta,
+            emitted: true,
+        });
+        Ok(Visit::Indexed(cur))
+    }
+
+    fn file(&mut self, mut cur: IndexEntry, md: &Metadata, prev: Option<Blocks>) -> Result<Visit> {
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1
+            && let Some(target) = self.links.get(&key).cloned()
+        {
+            self.emit_ancestors()?;
+            self.entry_record(NativeRecord::Hardlink {
+                path: Cow::Borrowed(&cur.path),
+                target: Cow::Owned(target),
+            })?;
+            return Ok(Visit::Indexed(cur));
+        }
+        match self.send_file(&cur.path, md, prev)? {
+            FileOutcome::Vanished => Ok(Visit::Vanished(cur.path)),
+            FileOutcome::Saved { stable, blocks } => {
+                if md.nlink() > 1 {
+                    self.links.entry(key).or_insert_with(|| cur.path.clone());
+                }
+                cur.blocks = blocks;
+                if !stable {
+                    // Make the next save read it again.
+                    cur.mtime = (0, 0);
+                    cur.ctime = (0, 0);
+                }
+                Ok(Visit::Indexed(cur))
+            }
+        }
+    }
+
+    fn symlink(&mut self, cur: IndexEntry, md: &Metadata) -> Result<Visit> {
+        let p = cur.path.under(self.root);
+        let target = match std::fs::read_link(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(&cur.path.display(), "vanished during the walk; not saved");
+                return Ok(Visit::Vanished(cur.path));
+            }
+            Err(e) => return Err(EngineError::io("read link", p, e)),
+        };
+        self.emit_ancestors()?;
+        self.entry_record(NativeRecord::Symlink {
+            path: Cow::Borrowed(&cur.path),
+            meta: Cow::Owned(meta_of(md)),
+            target: target.as_os_str().as_bytes(),
+        })?;
+        Ok(Visit::Indexed(cur))
+    }
+
+    fn fifo(&mut self, cur: IndexEntry, md: &Metadata) -> Result<Visit> {
+        self.emit_ancestors()?;
+        self.entry_record(NativeRecord::Fifo {
+            path: Cow::Borrowed(&cur.path),
+            meta: Cow::Owned(meta_of(md)),
+        })?;
+        Ok(Visit::Indexed(cur))
+    }
+
     /// Writes the directories above the next entry that are not in the
     /// stream yet, so the receiver can restore their mtimes after changing
     /// their contents.
@@ -460,33 +495,28 @@ impl<W: Write> Sender<'_, W> {
                 let mut meta = self.stack[i].meta.clone();
                 meta.xattrs = read_xattrs_path(&self.stack[i].path.under(self.root));
                 let path = self.stack[i].path.clone();
-                self.entry_record(tag::DIR, &path, &meta, None)?;
+                self.entry_record(NativeRecord::Dir {
+                    path: Cow::Owned(path),
+                    meta: Cow::Owned(meta),
+                })?;
                 self.stack[i].emitted = true;
             }
         }
         Ok(())
     }
 
-    fn entry_record(
-        &mut self,
-        t: u8,
-        path: &RelPath,
-        meta: &Meta,
-        extra: Option<&[u8]>,
-    ) -> Result<()> {
-        let mut e = Enc::default();
-        e.bytes(path.as_bytes()).meta(meta);
-        if let Some(x) = extra {
-            e.bytes(x);
-        }
-        self.out.record(t, &e.0)?;
+    /// Writes an entry record (one that creates something at a path).
+    fn entry_record(&mut self, rec: NativeRecord<'_>) -> Result<()> {
+        rec.write(&mut self.out)?;
         self.sum.emitted += 1;
         Ok(())
     }
 
     fn delete_record(&mut self, path: &RelPath) -> Result<()> {
-        self.out
-            .record(tag::DELETE, &Enc::default().bytes(path.as_bytes()).0)?;
+        NativeRecord::Delete {
+            path: Cow::Borrowed(path),
+        }
+        .write(&mut self.out)?;
         self.sum.deleted += 1;
         Ok(())
     }
@@ -563,13 +593,15 @@ impl<W: Write> Sender<'_, W> {
                 attempt == 1 && Some(b.block_size) == Blocks::block_size_for(before.size())
             });
             match base {
-                Some(_) => {
-                    let mut e = Enc::default();
-                    e.bytes(rel.as_bytes()).meta(&meta).u64(before.size());
-                    self.out.record(tag::FILE_PATCH, &e.0)?;
-                    self.sum.emitted += 1;
-                }
-                None => self.entry_record(tag::FILE, rel, &meta, None)?,
+                Some(_) => self.entry_record(NativeRecord::FilePatch {
+                    path: Cow::Borrowed(rel),
+                    meta: Cow::Borrowed(&meta),
+                    size: before.size(),
+                })?,
+                None => self.entry_record(NativeRecord::File {
+                    path: Cow::Borrowed(rel),
+                    meta: Cow::Borrowed(&meta),
+                })?,
             }
             let copied = self.copy_file(&file, before.size(), &path, base)?;
             let after = file
@@ -583,16 +615,13 @@ impl<W: Write> Sender<'_, W> {
                 && after.ctime_nsec() == before.ctime_nsec();
             if stable || attempt == READ_ATTEMPTS {
                 match copied.whole_hash {
-                    Some(h) => {
-                        let mut e = Enc::default();
-                        e.u64(copied.bytes);
-                        e.0.extend_from_slice(&h);
-                        self.out.record(tag::PATCH_END, &e.0)?;
-                    }
-                    None => self
-                        .out
-                        .record(tag::FILE_END, &Enc::default().u64(copied.bytes).0)?,
+                    Some(hash) => NativeRecord::PatchEnd {
+                        size: copied.bytes,
+                        hash,
+                    },
+                    None => NativeRecord::FileEnd { size: copied.bytes },
                 }
+                .write(&mut self.out)?;
                 self.sum.file_bytes += copied.bytes;
                 if !stable {
                     self.warn(
@@ -605,7 +634,7 @@ impl<W: Write> Sender<'_, W> {
                     blocks: copied.blocks,
                 });
             }
-            self.out.record(tag::FILE_ABORT, &[])?;
+            NativeRecord::FileAbort.write(&mut self.out)?;
             self.warn(&rel.display(), "changed while being read; reading it again");
         }
         unreachable!("the last attempt always returns")
@@ -665,15 +694,16 @@ impl<W: Write> Sender<'_, W> {
                             i += 1;
                         }
                         let (lo, hi) = (start * bs, (i * bs).min(piece.len()));
-                        let mut e = Enc::default();
-                        e.u64(done + lo as u64);
-                        e.0.extend_from_slice(&piece[lo..hi]);
-                        self.out.record(tag::PATCH_DATA, &e.0)?;
+                        NativeRecord::PatchData {
+                            offset: done + lo as u64,
+                            data: &piece[lo..hi],
+                        }
+                        .write(&mut self.out)?;
                         self.data_bytes += (hi - lo) as u64;
                     }
                 }
                 _ => {
-                    self.out.record(tag::DATA, piece)?;
+                    NativeRecord::Data(piece).write(&mut self.out)?;
                     self.data_bytes += got as u64;
                 }
             }
@@ -745,6 +775,22 @@ impl<B: Read> OldIndex<B> {
             self.next = r.next_entry()?;
         }
         Ok(())
+    }
+
+    /// Consumes the base's entry for `cur`'s path, if it has one: whether
+    /// it is unchanged, and its block hashes when it was a file (the base
+    /// of a sub-file patch). A base directory that is now something else
+    /// has its contents skipped (a deletion of the path covers them).
+    fn match_entry(&mut self, cur: &IndexEntry) -> Result<(bool, Option<Blocks>)> {
+        if self.peek().is_none_or(|o| o.path != cur.path) {
+            return Ok((false, None));
+        }
+        let o = self.take()?.expect("peeked");
+        if o.kind == Kind::Dir && cur.kind != Kind::Dir {
+            self.skip_under = Some(o.path.clone());
+        }
+        let unchanged = o.same_as(cur);
+        Ok((unchanged, o.blocks.filter(|_| o.kind == Kind::File)))
     }
 
     fn last_consumed_was(&self, p: &RelPath) -> bool {

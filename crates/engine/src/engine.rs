@@ -1,0 +1,130 @@
+//! The shape every engine has: what the layers above (save, restore, the
+//! CLI) call, so that none of them knows which engine runs.
+//!
+//! An engine turns a project into a stream from a base snapshot (or from
+//! nothing) and applies a chain of its streams to a target. Besides the
+//! stream, a send writes the new snapshot's *local state*, which the next
+//! send starts from: for the native engine the index of the tree
+//! ([`crate::index`]). The caller keeps the local state beside the project
+//! and passes it back; it never looks inside.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use crate::Observer;
+use crate::error::Result;
+use crate::native::{ReceiveOptions, ReceiveSummary, SendSummary};
+use crate::stream::StreamHeader;
+
+/// Which engine made a stream, as recorded with the stream and the
+/// project and written in the stream's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// The portable engine: strata's own stream of a directory tree.
+    Native,
+}
+
+impl EngineKind {
+    /// Every engine this build knows.
+    pub const ALL: [EngineKind; 1] = [EngineKind::Native];
+
+    /// The name recorded with streams and projects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Native => "native",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An engine name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engine {0:?} (this strata knows: native)")]
+pub struct UnknownEngine(pub String);
+
+impl FromStr for EngineKind {
+    type Err = UnknownEngine;
+    fn from_str(s: &str) -> Result<Self, UnknownEngine> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownEngine(s.to_string()))
+    }
+}
+
+/// One send: where from, what to, and where its outputs go.
+pub struct SendJob<'a> {
+    /// The project as this host has it (for the native engine, the
+    /// directory).
+    pub source: &'a Path,
+    /// The stream's start (the base snapshot, `None` for a full stream)
+    /// and end.
+    pub header: &'a StreamHeader,
+    /// The base snapshot's local state, as an earlier send or restore of
+    /// `source` wrote it; `None` for a full stream.
+    pub base: Option<&'a mut (dyn Read + Send)>,
+    /// Where the stream goes.
+    pub out: &'a mut (dyn Write + Send),
+    /// Where the new snapshot's local state goes.
+    pub state: &'a mut (dyn Write + Send),
+}
+
+/// An engine: see the module's documentation.
+pub trait Engine: Send + Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+
+    /// Writes the stream from `job.header.start` (whose local state is
+    /// `job.base`) to the project's current state, and the local state of
+    /// the new snapshot.
+    ///
+    /// # Errors
+    /// An I/O error naming the entry, or a sink error.
+    fn send(&self, job: SendJob<'_>, obs: &dyn Observer) -> Result<SendSummary>;
+
+    /// Starts applying a chain of this engine's streams to `target`.
+    fn chain<'a>(&'a self, target: &'a Path) -> Box<dyn ChainReceiver + 'a>;
+
+    /// Writes the local state of `snapshot` as `root` holds it after a
+    /// restore, so that the next send from `root` is an incremental.
+    /// Entries changed at or after `changed_after` are not trusted to be
+    /// the snapshot's (the next send reads them again). Returns the
+    /// entries recorded.
+    ///
+    /// # Errors
+    /// When `root` cannot be read or the sink fails.
+    fn restored_state(
+        &self,
+        root: &Path,
+        snapshot: &str,
+        changed_after: SystemTime,
+        out: &mut dyn Write,
+    ) -> Result<u64>;
+}
+
+/// The streams of one chain, applied in order by one [`Engine`].
+pub trait ChainReceiver {
+    /// Applies the next stream, which must start at what the target holds
+    /// and end where the caller expects (`opts`); `more_follow` tells
+    /// whether later streams of the chain will be applied after it.
+    ///
+    /// # Errors
+    /// Bad input ([`crate::EngineError::is_bad_input`]) naming the entry or
+    /// offset, or an I/O error of the target. The target may be left
+    /// partly written: callers apply into a staging area.
+    fn receive(
+        &mut self,
+        input: &mut dyn Read,
+        opts: &ReceiveOptions,
+        more_follow: bool,
+        obs: &dyn Observer,
+    ) -> Result<ReceiveSummary>;
+}
