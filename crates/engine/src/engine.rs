@@ -90,8 +90,20 @@ pub trait Engine: Send + Sync {
     /// An I/O error naming the entry, or a sink error.
     fn send(&self, job: SendJob<'_>, obs: &dyn Observer) -> Result<SendSummary>;
 
-    /// Starts applying a chain of this engine's streams to `target`.
-    fn chain<'a>(&'a self, target: &'a Path) -> Box<dyn ChainReceiver + 'a>;
+    /// Gets `target` ready to receive the chain whose snapshots are
+    /// `chain` (oldest first): a restore applies the streams the target
+    /// does not hold yet ([`RestoreTarget::holds`]) through it, then
+    /// [`RestoreTarget::finish`] puts the result in place.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Target`] for a target this engine cannot
+    /// restore into (for the native engine: one that exists and is not an
+    /// empty directory); I/O errors naming the path.
+    fn restore_into<'a>(
+        &'a self,
+        target: &Path,
+        chain: &[String],
+    ) -> Result<Box<dyn RestoreTarget + 'a>>;
 
     /// Writes the local state of `snapshot` as `root` holds it after a
     /// restore, so that the next send from `root` is an incremental.
@@ -110,16 +122,24 @@ pub trait Engine: Send + Sync {
     ) -> Result<u64>;
 }
 
-/// The streams of one chain, applied in order by one [`Engine`].
-pub trait ChainReceiver {
+/// A restore in progress: the streams of one chain applied in order by
+/// one [`Engine`], into a staging area only this process writes, until
+/// [`RestoreTarget::finish`] puts the result at the target.
+pub trait RestoreTarget {
+    /// How many streams at the start of the chain the target holds already
+    /// (they are not applied again).
+    fn holds(&self) -> usize {
+        0
+    }
+
     /// Applies the next stream, which must start at what the target holds
     /// and end where the caller expects (`opts`); `more_follow` tells
     /// whether later streams of the chain will be applied after it.
     ///
     /// # Errors
     /// Bad input ([`crate::EngineError::is_bad_input`]) naming the entry or
-    /// offset, or an I/O error of the target. The target may be left
-    /// partly written: callers apply into a staging area.
+    /// offset, or an I/O error of the target. What was staged stays until
+    /// [`RestoreTarget::abort`].
     fn receive(
         &mut self,
         input: &mut dyn Read,
@@ -127,4 +147,15 @@ pub trait ChainReceiver {
         more_follow: bool,
         obs: &dyn Observer,
     ) -> Result<ReceiveSummary>;
+
+    /// Makes what was received durable and puts it at the target, durably
+    /// too. Returns the instant it was in place: a change in the restored
+    /// tree after it is not the snapshot's.
+    ///
+    /// # Errors
+    /// When it cannot be made durable or moved; what was staged is removed.
+    fn finish(self: Box<Self>) -> Result<SystemTime>;
+
+    /// Removes what was staged: the target is as it was before.
+    fn abort(self: Box<Self>);
 }

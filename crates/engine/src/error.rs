@@ -49,6 +49,18 @@ pub enum EngineError {
         /// Why it was refused.
         why: String,
     },
+    /// The engine cannot restore into this target (it exists and is not
+    /// empty; it is not on the engine's file system).
+    #[error("restore target {path}: {why}")]
+    Target {
+        /// The target.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An external command (`zfs`, `btrfs`) failed.
+    #[error(transparent)]
+    Command(#[from] crate::command::CommandError),
     /// The stream was made by another engine than the one applying it.
     #[error(
         "the stream was made by engine {stream:?}; it cannot be applied with the {applied} engine"

@@ -1,6 +1,8 @@
 //! strata's engines: what turns a project tree into a snapshot stream and a
 //! stream back into a tree.
 //!
+//! - [`command`]: external commands (`zfs`, `btrfs`): no shell, bounded,
+//!   timed out, their standard error in the error;
 //! - [`engine`]: the [`Engine`] trait every engine implements, and
 //!   [`EngineKind`], the engine's name recorded with streams;
 //! - [`stream`]: the header every engine's stream starts with;
@@ -12,6 +14,7 @@
 //! - [`native`]: the portable engine: [`native::send`] walks a tree and emits
 //!   a full or incremental stream, [`native::receive`] applies one.
 
+pub mod command;
 pub mod engine;
 pub mod error;
 pub mod format;
@@ -20,7 +23,7 @@ pub mod native;
 pub mod relpath;
 pub mod stream;
 
-pub use engine::{ChainReceiver, Engine, EngineKind, SendJob, UnknownEngine};
+pub use engine::{Engine, EngineKind, RestoreTarget, SendJob, UnknownEngine};
 pub use error::{EngineError, Result};
 pub use relpath::RelPath;
 pub use stream::StreamHeader;

@@ -3,7 +3,7 @@
 
 use strata_core::StreamInfo;
 use strata_engine::native::Native;
-use strata_engine::{Engine, EngineKind};
+use strata_engine::{Engine, EngineError, EngineKind};
 
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -14,6 +14,17 @@ impl Repository {
         match kind {
             EngineKind::Native => Box::new(Native::default()),
         }
+    }
+}
+
+/// The repository's error for an engine's, with what was being done: a
+/// target the engine cannot use is the caller's to fix, bad input is
+/// corrupt data, anything else the system's.
+pub fn engine_error(context: String, e: EngineError) -> Error {
+    match e {
+        EngineError::Target { .. } => Error::Input(e.to_string()),
+        e if e.is_bad_input() => Error::corrupt(context, e),
+        e => Error::system(context, e),
     }
 }
 

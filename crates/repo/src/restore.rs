@@ -1,24 +1,23 @@
 //! `restore`: rebuild a snapshot into a new directory.
 //!
-//! The chain is applied into `tree` inside a private (`0700`) staging
-//! directory next to the target (`.strata-restore-*`), so no other user can
-//! reach the tree while it is written; `tree` is renamed onto the target
-//! only when every stream applied cleanly, so a failed or interrupted
-//! restore never leaves a target that looks complete. Each stream's header
-//! and length must match the catalog's record. The restored directory then
+//! The chain's engine stages the restore where nobody else can reach it
+//! ([`strata_engine::Engine::restore_into`]: for the native engine a
+//! private directory beside the target) and puts it at the target only
+//! when every stream applied cleanly and is durable, so a failed or
+//! interrupted restore never leaves a target that looks complete. Each
+//! stream's header and length must match the catalog's record. The restored directory then
 //! remembers its project and snapshot in local state, so saving it again is
 //! incremental.
 
 use std::fs;
 use std::io::BufWriter;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use strata_catalog::Project;
 use strata_core::{SnapshotId, StreamInfo, apply_plan};
-use strata_engine::Engine;
 use strata_engine::native::{self, Owners, ReceiveOptions};
+use strata_engine::{Engine, RestoreTarget};
 
 use crate::error::{Error, Result};
 use crate::progress::{EngineObserver, Progress};
@@ -100,62 +99,25 @@ pub fn restore(
     let snapshot = plan.last().expect("a plan has a stream").end.clone();
     let engine = repo.engine(crate::engines::chain_engine(&project.name, &plan)?);
 
-    match fs::read_dir(target) {
-        Ok(mut rd) => {
-            if rd.next().is_some() {
-                return Err(Error::Input(format!(
-                    "restore target {} exists and is not empty",
-                    target.display()
-                )));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Error::Input(format!(
-                "restore target {}: {e}",
-                target.display()
-            )));
-        }
-    }
-    let name = target
-        .file_name()
-        .ok_or_else(|| Error::Input(format!("restore target {} has no name", target.display())))?;
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent)
-        .map_err(|e| Error::system(format!("create {}", parent.display()), e))?;
-    let staging = parent.join(format!(
-        ".strata-restore-{}-{}",
-        name.to_string_lossy(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    // Private: nobody but this user (and root) can enter it, so nobody can
-    // race the restore by swapping entries of the tree for symlinks.
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| Error::system(format!("create {}", staging.display()), e))?;
-    let tree = staging.join("tree");
-    let applied = fs::create_dir(&tree)
-        .map_err(|e| Error::system(format!("create {}", tree.display()), e))
-        .and_then(|()| {
-            apply_chain(
-                repo,
-                engine.as_ref(),
-                &project,
-                &plan,
-                &tree,
-                opts,
-                owners,
-                progress,
-            )
-        });
+    let snapshots: Vec<String> = plan.iter().map(|s| s.end.to_string()).collect();
+    let mut dest = engine.restore_into(target, &snapshots).map_err(|e| {
+        crate::engines::engine_error(format!("restore into {}", target.display()), e)
+    })?;
+    // What the target holds of the chain already is not applied again.
+    let skip = dest.holds().min(plan.len());
+    let applied = apply_chain(
+        repo,
+        &project,
+        &plan[skip..],
+        dest.as_mut(),
+        opts,
+        owners,
+        progress,
+    );
     let applied = match applied {
         Ok(a) => a,
         Err(e) => {
-            remove_tree(&staging);
+            dest.abort();
             return Err(vanished_meanwhile(repo, &project, &plan).unwrap_or(e));
         }
     };
@@ -186,35 +148,12 @@ pub fn restore(
             ),
         );
     }
-    let written = Instant::now();
-    // Durable before it is renamed into place and recorded: after a power
-    // cut, the target is either absent or holds the whole snapshot, never
-    // files the recorded snapshot does not match (which the next save
-    // would take for the user's changes). One syncfs of the file system
-    // the tree is on: cheaper than an fsync per file, the same guarantee.
-    if let Err(e) = sync_file_system(&tree) {
-        remove_tree(&staging);
-        return Err(Error::system(
-            format!("make the restore durable in {}", staging.display()),
+    let renamed_at = dest.finish().map_err(|e| {
+        crate::engines::engine_error(
+            format!("put the restore in place at {}", target.display()),
             e,
-        ));
-    }
-    // Let the last writes leave the racy window before the rename: the
-    // index then trusts the restored files, and every write after the
-    // rename is newer than the threshold (see Engine::restored_state).
-    std::thread::sleep(Duration::from_millis(60).saturating_sub(written.elapsed()));
-    let renamed_at = SystemTime::now();
-    // rename(2) replaces an empty target directory atomically.
-    if let Err(e) = fs::rename(&tree, target) {
-        remove_tree(&staging);
-        return Err(Error::system(
-            format!("move the restore into {}", target.display()),
-            e,
-        ));
-    }
-    let _ = fs::remove_dir(&staging);
-    // The rename itself is durable before the restore is recorded.
-    sync_path(&parent)?;
+        )
+    })?;
     let target = fs::canonicalize(target)
         .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;
     remember(
@@ -258,13 +197,11 @@ struct Applied {
     xattrs_skipped: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn apply_chain(
     repo: &Repository,
-    engine: &dyn Engine,
     project: &Project,
     plan: &[StreamInfo],
-    staging: &Path,
+    dest: &mut dyn RestoreTarget,
     opts: &RestoreOptions,
     owners: Owners,
     progress: &dyn Progress,
@@ -277,10 +214,6 @@ fn apply_chain(
     let total: u64 = plan.iter().map(|s| s.bytes).sum();
     progress.phase("restore", Some(total));
     let mut applied = Applied::default();
-    // One receiver for the chain: it may carry what one stream learnt
-    // (the native engine: the hashes of the files it wrote, metadata held
-    // back to the end) to the next.
-    let mut chain = engine.chain(staging);
     for (i, stream) in plan.iter().enumerate() {
         let more_follow = i + 1 < plan.len();
         let context = format!(
@@ -307,7 +240,7 @@ fn apply_chain(
             workers,
             workers * 2 + 2,
             |r| {
-                chain.receive(
+                dest.receive(
                     &mut CountingReader {
                         inner: r,
                         progress,
@@ -421,26 +354,4 @@ fn sync_path(p: &Path) -> Result<()> {
     fs::File::open(p)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::system(format!("sync {}", p.display()), e))
-}
-
-/// Writes everything of the file system that holds `dir` to disk.
-fn sync_file_system(dir: &Path) -> std::io::Result<()> {
-    let d = fs::File::open(dir)?;
-    rustix::fs::syncfs(&d).map_err(std::io::Error::from)
-}
-
-/// Removes a staging tree, read-only directories included.
-fn remove_tree(p: &Path) {
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(md) = fs::symlink_metadata(&d)
-            && md.is_dir()
-        {
-            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = fs::read_dir(&d) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        }
-    }
-    let _ = fs::remove_dir_all(p);
 }

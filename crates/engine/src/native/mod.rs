@@ -10,6 +10,7 @@ pub mod owners;
 mod receive;
 pub mod record;
 mod send;
+mod staging;
 
 pub use nofollow::can_chown;
 pub use owners::Owners;
@@ -19,11 +20,11 @@ pub use send::{SendOptions, SendSummary, build_index, send};
 
 pub use crate::stream::StreamHeader;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::engine::{ChainReceiver, Engine, EngineKind, SendJob};
+use crate::engine::{Engine, EngineKind, RestoreTarget, SendJob};
 use crate::format::Meta;
 use crate::index::IndexReader;
 use crate::{Observer, Result};
@@ -51,11 +52,12 @@ impl Engine for Native {
         )
     }
 
-    fn chain<'a>(&'a self, target: &'a Path) -> Box<dyn ChainReceiver + 'a> {
-        Box::new(NativeChain {
-            target,
-            session: ReceiveSession::default(),
-        })
+    fn restore_into<'a>(
+        &'a self,
+        target: &Path,
+        _chain: &[String],
+    ) -> Result<Box<dyn RestoreTarget + 'a>> {
+        Ok(Box::new(staging::Staged::new(target)?))
     }
 
     fn restored_state(
@@ -66,26 +68,6 @@ impl Engine for Native {
         out: &mut dyn Write,
     ) -> Result<u64> {
         build_index(root, snapshot, &self.send, changed_after, out)
-    }
-}
-
-/// A chain applied by the native engine: one [`ReceiveSession`] across
-/// its streams.
-struct NativeChain<'a> {
-    target: &'a Path,
-    session: ReceiveSession,
-}
-
-impl ChainReceiver for NativeChain<'_> {
-    fn receive(
-        &mut self,
-        input: &mut dyn Read,
-        opts: &ReceiveOptions,
-        more_follow: bool,
-        obs: &dyn Observer,
-    ) -> Result<ReceiveSummary> {
-        self.session.set_more_follow(more_follow);
-        receive_in(self.target, input, opts, obs, &mut self.session)
     }
 }
 
