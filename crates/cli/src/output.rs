@@ -73,7 +73,7 @@ impl Output {
     /// Reports an error on stderr (and as JSON on stdout with `--json`).
     pub fn error(&self, e: &anyhow::Error) {
         self.finish_progress();
-        let text = format!("{e:#}");
+        let text = error_text(e);
         if self.json {
             self.json(serde_json::json!({"event": "error", "message": text}));
         }
@@ -184,4 +184,36 @@ pub fn human(n: u64) -> String {
 pub fn rate(bytes: u64, d: Duration) -> String {
     let s = d.as_secs_f64().max(1e-6);
     format!("{:.1} MB/s", bytes as f64 / s / 1e6)
+}
+
+/// An error and its causes, each once: strata's errors already show their
+/// source in their own message, so a cause whose text ends the message so
+/// far is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.is_empty() {
+            text = c;
+        } else if !text.ends_with(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::other("attempt to write a readonly database");
+        let e = anyhow::Error::new(io).context("catalog: attempt to write a readonly database");
+        assert_eq!(
+            super::error_text(&e),
+            "catalog: attempt to write a readonly database"
+        );
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("saving /p");
+        assert_eq!(super::error_text(&e), "saving /p: disk full");
+    }
 }

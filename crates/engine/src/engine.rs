@@ -25,16 +25,19 @@ use crate::stream::StreamHeader;
 pub enum EngineKind {
     /// The portable engine: strata's own stream of a directory tree.
     Native,
+    /// A ZFS dataset, sent with `zfs send` ([`crate::zfs`]).
+    Zfs,
 }
 
 impl EngineKind {
     /// Every engine this build knows.
-    pub const ALL: [EngineKind; 1] = [EngineKind::Native];
+    pub const ALL: [EngineKind; 2] = [EngineKind::Native, EngineKind::Zfs];
 
     /// The name recorded with streams and projects.
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Native => "native",
+            EngineKind::Zfs => "zfs",
         }
     }
 }
@@ -47,7 +50,7 @@ impl fmt::Display for EngineKind {
 
 /// An engine name this build does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown engine {0:?} (this strata knows: native)")]
+#[error("unknown engine {0:?} (this strata knows: native, zfs)")]
 pub struct UnknownEngine(pub String);
 
 impl FromStr for EngineKind {
@@ -82,6 +85,16 @@ pub trait Engine: Send + Sync {
     /// Which engine this is.
     fn kind(&self) -> EngineKind;
 
+    /// Whether `snapshot`, which the local state of `source` names, can
+    /// still be the base of an incremental (a ZFS dataset must still have
+    /// the snapshot); when not, the save sends a full stream.
+    ///
+    /// # Errors
+    /// When `source` cannot be looked at.
+    fn base_usable(&self, _source: &Path, _snapshot: &str) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Writes the stream from `job.header.start` (whose local state is
     /// `job.base`) to the project's current state, and the local state of
     /// the new snapshot.
@@ -90,10 +103,28 @@ pub trait Engine: Send + Sync {
     /// An I/O error naming the entry, or a sink error.
     fn send(&self, job: SendJob<'_>, obs: &dyn Observer) -> Result<SendSummary>;
 
+    /// The save of `snapshot` from `source` was committed; `previous` is
+    /// the snapshot it was based on (or that `source` held). For ZFS: the
+    /// new snapshot is held as the next base, the previous one released,
+    /// old ones pruned.
+    ///
+    /// # Errors
+    /// When that fails: the save is committed all the same.
+    fn committed(&self, _source: &Path, _snapshot: &str, _previous: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The save of `snapshot` from `source` failed after [`Engine::send`]
+    /// began: what it made for it (a ZFS snapshot) is removed.
+    fn abandoned(&self, _source: &Path, _snapshot: &str) {}
+
     /// Gets `target` ready to receive the chain whose snapshots are
     /// `chain` (oldest first): a restore applies the streams the target
     /// does not hold yet ([`RestoreTarget::holds`]) through it, then
-    /// [`RestoreTarget::finish`] puts the result in place.
+    /// [`RestoreTarget::finish`] puts the result in place. A target that
+    /// holds part of the chain but diverged from it (a dataset with other
+    /// snapshots or later writes) is refused, or with `rollback` rolled
+    /// back to its newest snapshot on the chain.
     ///
     /// # Errors
     /// [`crate::EngineError::Target`] for a target this engine cannot
@@ -103,6 +134,7 @@ pub trait Engine: Send + Sync {
         &'a self,
         target: &Path,
         chain: &[String],
+        rollback: bool,
     ) -> Result<Box<dyn RestoreTarget + 'a>>;
 
     /// Writes the local state of `snapshot` as `root` holds it after a
@@ -158,4 +190,20 @@ pub trait RestoreTarget {
 
     /// Removes what was staged: the target is as it was before.
     fn abort(self: Box<Self>);
+}
+
+/// The engine for the project at `dir`: `zfs` when a ZFS dataset is
+/// mounted exactly there, else `native`.
+///
+/// # Errors
+/// When `dir` cannot be resolved or the mount table read.
+pub fn detect(dir: &Path) -> Result<EngineKind> {
+    let canon =
+        std::fs::canonicalize(dir).map_err(|e| crate::EngineError::io("resolve", dir, e))?;
+    let mount = crate::mounts::mount_at(&canon)
+        .map_err(|e| crate::EngineError::io("read", "/proc/self/mountinfo", e))?;
+    Ok(match mount {
+        Some(m) if m.is_zfs() => EngineKind::Zfs,
+        _ => EngineKind::Native,
+    })
 }

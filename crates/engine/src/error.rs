@@ -58,6 +58,26 @@ pub enum EngineError {
         /// What is wrong with it.
         why: String,
     },
+    /// The dataset or subvolume to restore onto is not at a snapshot of
+    /// the chain: it has snapshots the chain does not know, or writes
+    /// after its snapshot. Nothing was changed; a restore with rollback
+    /// discards what differs.
+    #[error(
+        "{dataset} has diverged from the chain: {why}; nothing was changed (restore with --rollback to discard what differs)"
+    )]
+    Diverged {
+        /// The dataset or subvolume.
+        dataset: String,
+        /// What differs.
+        why: String,
+    },
+    /// The file system's receive refused the stream (damaged, or not one
+    /// that applies to what the target holds).
+    #[error("the stream was refused: {why}")]
+    Rejected {
+        /// The command's error, its standard error included.
+        why: String,
+    },
     /// An external command (`zfs`, `btrfs`) failed.
     #[error(transparent)]
     Command(#[from] crate::command::CommandError),
@@ -107,6 +127,7 @@ impl EngineError {
                 | EngineError::Refused { .. }
                 | EngineError::WrongBase { .. }
                 | EngineError::WrongEngine { .. }
+                | EngineError::Rejected { .. }
         )
     }
 }

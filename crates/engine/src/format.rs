@@ -124,6 +124,12 @@ impl<W: Write> RecordWriter<W> {
         self.bytes
     }
 
+    /// The sink, to write bytes after the records that are not records
+    /// (the zfs engine's raw `zfs send` stream follows its header).
+    pub fn inner_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Flushes and returns the sink.
     ///
     /// # Errors
@@ -262,6 +268,11 @@ impl<R: Read> RecordReader<R> {
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The input, positioned after the last record read.
+    pub fn into_inner(self) -> R {
+        self.input
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`relpath`]: validated relative paths and the walk order they sort in;
 //! - [`index`]: the per-host index of a snapshot (size, mtime, ctime, inode,
 //!   mode per entry) that incrementals are computed against;
+//! - [`mounts`]: what is mounted where, for the engines of file systems;
+//! - [`zfs`]: the ZFS engine (`zfs send`, `zfs receive`);
 //! - [`native`]: the portable engine: [`native::send`] walks a tree and emits
 //!   a full or incremental stream, [`native::receive`] applies one.
 
@@ -19,11 +21,13 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod index;
+pub mod mounts;
 pub mod native;
 pub mod relpath;
 pub mod stream;
+pub mod zfs;
 
-pub use engine::{Engine, EngineKind, RestoreTarget, SendJob, UnknownEngine};
+pub use engine::{Engine, EngineKind, RestoreTarget, SendJob, UnknownEngine, detect};
 pub use error::{EngineError, Result};
 pub use relpath::RelPath;
 pub use stream::StreamHeader;
@@ -45,3 +49,18 @@ pub trait Observer: Sync {
 pub struct Quiet;
 
 impl Observer for Quiet {}
+
+/// A number for the name of a staging directory or dataset: private to
+/// this process's restore, so it needs to be unique, not unguessable.
+pub(crate) fn unique_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}

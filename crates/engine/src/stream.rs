@@ -97,3 +97,31 @@ pub fn read_header<R: Read>(
     };
     Ok((r, header, version))
 }
+
+/// Refuses a stream whose header is not the one the catalog describes.
+pub(crate) fn check_ends(
+    header: &StreamHeader,
+    opts: &crate::native::ReceiveOptions,
+) -> Result<()> {
+    if header.start != opts.holds {
+        return Err(EngineError::WrongBase {
+            stream_start: header
+                .start
+                .clone()
+                .unwrap_or_else(|| "(none: a full stream)".into()),
+            target: opts.holds.clone().unwrap_or_else(|| "(empty)".into()),
+        });
+    }
+    if let Some(want) = &opts.expect_end
+        && header.end != *want
+    {
+        return Err(EngineError::Corrupt {
+            offset: 8,
+            why: format!(
+                "the stream's header says it ends at snapshot {}, but it was recorded as ending at {want}",
+                header.end
+            ),
+        });
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use strata_core::StreamInfo;
 use strata_engine::native::Native;
+use strata_engine::zfs::Zfs;
 use strata_engine::{Engine, EngineError, EngineKind};
 
 use crate::error::{Error, Result};
@@ -13,6 +14,20 @@ impl Repository {
     pub fn engine(&self, kind: EngineKind) -> Box<dyn Engine> {
         match kind {
             EngineKind::Native => Box::new(Native::default()),
+            EngineKind::Zfs => Box::new(self.zfs_engine()),
+        }
+    }
+}
+
+impl Repository {
+    /// The ZFS engine with this repository's settings (`[zfs]` in
+    /// `strata.toml`).
+    pub fn zfs_engine(&self) -> Zfs {
+        let c = &self.config.zfs;
+        Zfs {
+            program: c.program.clone().into(),
+            stall: std::time::Duration::from_secs(c.stall_secs),
+            keep_local: c.keep_local.max(1),
         }
     }
 }
@@ -22,7 +37,7 @@ impl Repository {
 /// corrupt data, anything else the system's.
 pub fn engine_error(context: String, e: EngineError) -> Error {
     match e {
-        EngineError::Target { .. } => Error::Input(e.to_string()),
+        EngineError::Target { .. } | EngineError::Diverged { .. } => Error::Input(e.to_string()),
         e if e.is_bad_input() => Error::corrupt(context, e),
         e => Error::system(context, e),
     }

@@ -28,5 +28,6 @@ pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use save::{SaveOptions, SaveReport, save};
 pub use scrub::{ScrubOptions, ScrubReport, scrub};
 pub use strata_catalog::CatalogError;
+pub use strata_engine::EngineKind;
 pub use strata_engine::native::Owners;
 pub use trim::{TrimReport, forget_fork, retention_of, trim};

@@ -35,6 +35,11 @@ pub struct RestoreOptions {
     /// [`Owners::for_this_process`]: as saved when root, not at all
     /// otherwise). [`Owners::Map`] needs root.
     pub owners: Option<Owners>,
+    /// Restoring onto a dataset or subvolume that holds part of the chain
+    /// but diverged from it (other snapshots, later writes): roll it back
+    /// to its newest snapshot on the chain, discarding what differs.
+    /// Without it such a restore is refused and nothing changes.
+    pub rollback: bool,
 }
 
 /// What a restore did.
@@ -100,9 +105,11 @@ pub fn restore(
     let engine = repo.engine(crate::engines::chain_engine(&project.name, &plan)?);
 
     let snapshots: Vec<String> = plan.iter().map(|s| s.end.to_string()).collect();
-    let mut dest = engine.restore_into(target, &snapshots).map_err(|e| {
-        crate::engines::engine_error(format!("restore into {}", target.display()), e)
-    })?;
+    let mut dest = engine
+        .restore_into(target, &snapshots, opts.rollback)
+        .map_err(|e| {
+            crate::engines::engine_error(format!("restore into {}", target.display()), e)
+        })?;
     // What the target holds of the chain already is not applied again.
     let skip = dest.holds().min(plan.len());
     let applied = apply_chain(
@@ -149,10 +156,7 @@ pub fn restore(
         );
     }
     let renamed_at = dest.finish().map_err(|e| {
-        crate::engines::engine_error(
-            format!("put the restore in place at {}", target.display()),
-            e,
-        )
+        crate::engines::engine_error(format!("restore into {}", target.display()), e)
     })?;
     let target = fs::canonicalize(target)
         .map_err(|e| Error::system(format!("resolve {}", target.display()), e))?;

@@ -39,6 +39,10 @@ pub struct SaveOptions {
     /// Scan the tree's size alongside the save so progress has a total
     /// (and an ETA); costs a second walk of metadata.
     pub estimate_total: bool,
+    /// The engine; default: detected from what holds the directory
+    /// ([`strata_engine::detect`]: `zfs` for a ZFS dataset's mount point,
+    /// else `native`), and it must be the project's (its newest stream's).
+    pub engine: Option<EngineKind>,
 }
 
 /// What a save did.
@@ -130,6 +134,8 @@ pub fn save(
     // kill between writing the index and state.toml cannot pair an index
     // with another snapshot), if the catalog still has it for this project.
     let streams = repo.catalog.streams(project.id)?;
+    let kind = pick_engine(&dir, &project, &streams, opts)?;
+    let engine = repo.engine(kind);
     let same_project = state
         .as_ref()
         .is_some_and(|s| s.project_id == project.id.to_string());
@@ -145,6 +151,21 @@ pub fn save(
             // else would be a save that returned success and never restores.
             Ok(r) => match r.snapshot().parse::<SnapshotId>() {
                 Ok(snap) => match strata_core::apply_plan(&streams, Some(&snap)) {
+                    // A base of another engine (the directory was saved
+                    // with it before) or one the engine lost (a snapshot
+                    // destroyed) cannot be built on.
+                    Ok(plan) if plan.last().is_some_and(|s| s.engine != kind.as_str()) => {
+                        progress.warning(
+                            &dir.display().to_string(),
+                            &format!("this directory holds snapshot {snap}, saved by another engine than {kind}; saving a full stream"),
+                        )
+                    }
+                    Ok(_) if !engine.base_usable(&dir, snap.as_str()).map_err(|e| crate::engines::engine_error(format!("saving {}", dir.display()), e))? => {
+                        progress.warning(
+                            &dir.display().to_string(),
+                            &format!("snapshot {snap}, which this directory held, is gone from it; saving a full stream"),
+                        )
+                    }
                     Ok(_) => base = Some(snap),
                     Err(e) => progress.warning(
                         &dir.display().to_string(),
@@ -167,6 +188,7 @@ pub fn save(
     // The lineage parent is what the directory held, even when this save
     // writes a full stream.
     let parent = base.clone();
+    let held_before = parent.clone();
     let rebased = base
         .as_ref()
         .is_some_and(|b| needs_rebase(repo, &streams, b));
@@ -175,7 +197,6 @@ pub fn save(
         Some(_) => Some(BufReader::with_capacity(1 << 16, open_state()?)),
         None => None,
     };
-    let engine = repo.engine(EngineKind::Native);
 
     let end = SnapshotId::generate(repo.clock.as_ref());
     let header = StreamHeader {
@@ -253,6 +274,7 @@ pub fn save(
     let (sent, stream) = match result {
         Ok(x) => x,
         Err(e) => {
+            engine.abandoned(&dir, end.as_str());
             let _ = std::fs::remove_file(&index_tmp);
             // Its intents protect nothing any more; what it uploaded is
             // garbage for scrub.
@@ -270,6 +292,17 @@ pub fn save(
         },
         &index_tmp,
     )?;
+    // Committed and recorded: the engine may now let go of the old base.
+    if let Err(e) = engine.committed(
+        &dir,
+        end.as_str(),
+        held_before.as_ref().map(SnapshotId::as_str),
+    ) {
+        progress.warning(
+            &dir.display().to_string(),
+            &format!("saved, but keeping the engine's snapshots in order failed: {e}"),
+        );
+    }
     Ok(SaveReport {
         project,
         created_project,
@@ -278,6 +311,40 @@ pub fn save(
         sent,
         elapsed: started.elapsed(),
     })
+}
+
+/// The engine of this save: the one asked for, else the one detected from
+/// what holds `dir`; it must be the project's (its newest stream's), so
+/// that a dataset that is not mounted is never saved as an empty
+/// directory.
+fn pick_engine(
+    dir: &Path,
+    project: &Project,
+    streams: &[StreamInfo],
+    opts: &SaveOptions,
+) -> Result<EngineKind> {
+    let kind = match opts.engine {
+        Some(k) => k,
+        None => strata_engine::detect(dir)
+            .map_err(|e| crate::engines::engine_error(format!("saving {}", dir.display()), e))?,
+    };
+    let newest = streams.iter().max_by_key(|s| s.created_ms);
+    if opts.engine.is_none()
+        && let Some(s) = newest
+        && s.engine != kind.as_str()
+    {
+        return Err(Error::Input(format!(
+            "project {:?} is saved with the {} engine, but {} is a {kind} project here ({}); pass --engine {kind} to save it with {kind} from now on",
+            project.name,
+            s.engine,
+            dir.display(),
+            match kind {
+                EngineKind::Native => "not the mount point of a ZFS dataset",
+                EngineKind::Zfs => "a ZFS dataset's mount point",
+            }
+        )));
+    }
+    Ok(kind)
 }
 
 /// True when the chain that rebuilds `base` has, since its last full

@@ -13,7 +13,9 @@ use crate::output::{Output, human, rate};
 pub struct Args {
     /// The project (name or id).
     pub project: String,
-    /// Where to restore; must not exist, or be an empty directory.
+    /// Where to restore; must not exist, or be an empty directory (for a
+    /// ZFS project: a path under a dataset's mount point, or a dataset
+    /// that holds part of the chain).
     pub target: PathBuf,
     /// The snapshot to restore (default: the newest).
     #[arg(long, short)]
@@ -27,6 +29,12 @@ pub struct Args {
     /// they restore. Set-id bits are never restored onto root-owned files.
     #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
     pub owner: Option<(u32, u32)>,
+    /// When TARGET is a ZFS dataset holding part of the chain that has
+    /// diverged from it (snapshots the chain does not know, writes after
+    /// its snapshot): roll it back to its newest snapshot on the chain,
+    /// discarding what differs. Without it such a restore changes nothing.
+    #[arg(long)]
+    pub rollback: bool,
 }
 
 fn parse_owner(s: &str) -> Result<(u32, u32), String> {
@@ -40,6 +48,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         snapshot: a.snapshot.clone(),
         workers: a.workers,
         owners: a.owner.map(|(uid, gid)| Owners::Map { uid, gid }),
+        rollback: a.rollback,
     };
     let r = strata_repo::restore(repo, &a.project, &a.target, &opts, out)?;
     out.finish_progress();

@@ -20,6 +20,11 @@ pub struct Args {
     /// compression uses at most one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// The engine: native, or zfs for a ZFS dataset's mount point (default:
+    /// detected from what holds DIR; a project keeps its engine unless
+    /// this says otherwise).
+    #[arg(long)]
+    pub engine: Option<strata_repo::EngineKind>,
 }
 
 pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
@@ -28,6 +33,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         workers: a.workers,
         host: None,
         estimate_total: out.has_bar(),
+        engine: a.engine,
     };
     let r = strata_repo::save(repo, &a.dir, &opts, out)?;
     out.finish_progress();

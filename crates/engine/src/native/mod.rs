@@ -56,6 +56,7 @@ impl Engine for Native {
         &'a self,
         target: &Path,
         _chain: &[String],
+        _rollback: bool,
     ) -> Result<Box<dyn RestoreTarget + 'a>> {
         Ok(Box::new(staging::Staged::new(target)?))
     }

@@ -353,32 +353,12 @@ pub fn receive_in<R: Read>(
     obs: &dyn Observer,
     session: &mut ReceiveSession,
 ) -> Result<ReceiveSummary> {
-    let target_holds = opts.holds.as_deref();
     let (mut r, header, _version) = read_header(
         io::BufReader::with_capacity(256 << 10, input),
         EngineKind::Native,
         STREAM_VERSION_MIN..=STREAM_VERSION,
     )?;
-    if header.start.as_deref() != target_holds {
-        return Err(EngineError::WrongBase {
-            stream_start: header
-                .start
-                .clone()
-                .unwrap_or_else(|| "(none: a full stream)".into()),
-            target: target_holds.unwrap_or("(empty)").to_string(),
-        });
-    }
-    if let Some(want) = &opts.expect_end
-        && header.end != *want
-    {
-        return Err(EngineError::Corrupt {
-            offset: 8,
-            why: format!(
-                "the stream's header says it ends at snapshot {}, but it was recorded as ending at {want}",
-                header.end
-            ),
-        });
-    }
+    crate::stream::check_ends(&header, opts)?;
     let mut rx = Receiver {
         session,
         umask_bites: umask_bites_owner(),

@@ -59,7 +59,7 @@ impl Staged {
         let staging = parent.join(format!(
             ".strata-restore-{}-{:016x}",
             name.to_string_lossy(),
-            rand_u64()
+            crate::unique_suffix()
         ));
         fs::DirBuilder::new()
             .mode(0o700)
@@ -127,21 +127,6 @@ impl RestoreTarget for Staged {
     fn abort(self: Box<Self>) {
         remove_tree(&self.staging);
     }
-}
-
-/// A random number for the staging directory's name (it is private, so it
-/// needs to be unique, not unguessable).
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// Writes everything of the file system that holds `dir` to disk.
