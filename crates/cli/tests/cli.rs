@@ -53,6 +53,10 @@ fn save_edit_save_restore_both_snapshots_in(env: &Env) {
     assert_eq!(streams.len(), 3);
     assert!(streams.iter().all(|s| s["role"] == "chain"), "{streams:?}");
     assert_eq!(streams[0]["kind"], "full");
+    assert!(
+        streams.iter().all(|s| s["engine"] == "native"),
+        "{streams:?}"
+    );
 
     let t1 = env.path("t1");
     let first = s1["snapshot"].as_str().unwrap();

@@ -40,6 +40,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
                 "end": s.end.to_string(),
                 "parent": s.parent.as_ref().map(ToString::to_string),
                 "kind": s.kind().as_str(),
+                "engine": s.engine,
                 "role": role(s),
                 "bytes": s.bytes,
                 "chunks": s.chunks,
@@ -68,18 +69,19 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         return Ok(());
     }
     out.line(&format!(
-        "{:<8} {:<27} {:<27} {:<11} {:<11} {:>11} {:>7} {:>11}  HOST",
-        "STREAM", "START", "END", "KIND", "ROLE", "BYTES", "CHUNKS", "NEW"
+        "{:<8} {:<27} {:<27} {:<11} {:<6} {:<11} {:>11} {:>7} {:>11}  HOST",
+        "STREAM", "START", "END", "KIND", "ENGINE", "ROLE", "BYTES", "CHUNKS", "NEW"
     ));
     for s in &streams {
         out.line(&format!(
-            "{:<8} {:<27} {:<27} {:<11} {:<11} {:>11} {:>7} {:>11}  {}",
+            "{:<8} {:<27} {:<27} {:<11} {:<6} {:<11} {:>11} {:>7} {:>11}  {}",
             &s.id.to_string()[..8],
             s.start
                 .as_ref()
                 .map_or("-".to_string(), ToString::to_string),
             s.end,
             s.kind().as_str(),
+            s.engine,
             role(s),
             human(s.bytes),
             s.chunks,
