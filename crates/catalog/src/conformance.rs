@@ -296,7 +296,10 @@ pub fn streams_and_manifests(cat: &dyn Catalog) {
     // The commit ended the save.
     assert!(cat.saves().unwrap().is_empty());
     // A second stream naming chunks already committed commits fine.
-    let s2 = stream(p.id, Some(s1.end.clone()), SnapshotId::new(2000, 1), 10);
+    // The project moved to a ZFS dataset: its engine is its newest
+    // stream's.
+    let mut s2 = stream(p.id, Some(s1.end.clone()), SnapshotId::new(2000, 1), 10);
+    s2.engine = "zfs".into();
     let save = begin(cat, i64::MAX);
     cat.commit_stream(save, &s2, &manifest[..1], &news[..1])
         .unwrap();
@@ -315,6 +318,11 @@ pub fn streams_and_manifests(cat: &dyn Catalog) {
     assert_eq!(list[0].streams, 2);
     assert_eq!(list[0].bytes, 110);
     assert_eq!(list[0].newest, Some(s2.end.clone()));
+    assert_eq!(list[0].engine.as_deref(), Some("zfs"));
+    let empty = cat.create_project("unsaved", 3).unwrap();
+    let list = cat.projects().unwrap();
+    let unsaved = list.iter().find(|s| s.project.id == empty.id).unwrap();
+    assert_eq!((unsaved.streams, unsaved.engine.as_deref()), (0, None));
 
     // Chunks page in id order; references are found.
     let mut sorted = chunks.clone();

@@ -165,6 +165,11 @@ pub struct ProjectSummary {
     pub bytes: u64,
     /// Sum of the stored bytes its streams were first to write.
     pub stored_bytes: u64,
+    /// The engine its newest stream was made with, which its next save
+    /// keeps (`None` before its first save). The engine is recorded with
+    /// each stream; the project's is read from them, so the two cannot
+    /// disagree.
+    pub engine: Option<String>,
 }
 
 /// A chunk a stream was first to store.

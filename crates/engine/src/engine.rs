@@ -27,17 +27,20 @@ pub enum EngineKind {
     Native,
     /// A ZFS dataset, sent with `zfs send` ([`crate::zfs`]).
     Zfs,
+    /// A btrfs subvolume, sent with `btrfs send` ([`crate::btrfs`]).
+    Btrfs,
 }
 
 impl EngineKind {
     /// Every engine this build knows.
-    pub const ALL: [EngineKind; 2] = [EngineKind::Native, EngineKind::Zfs];
+    pub const ALL: [EngineKind; 3] = [EngineKind::Native, EngineKind::Zfs, EngineKind::Btrfs];
 
     /// The name recorded with streams and projects.
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Native => "native",
             EngineKind::Zfs => "zfs",
+            EngineKind::Btrfs => "btrfs",
         }
     }
 }
@@ -50,7 +53,7 @@ impl fmt::Display for EngineKind {
 
 /// An engine name this build does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown engine {0:?} (this strata knows: native, zfs)")]
+#[error("unknown engine {0:?} (this strata knows: native, zfs, btrfs)")]
 pub struct UnknownEngine(pub String);
 
 impl FromStr for EngineKind {
@@ -193,7 +196,9 @@ pub trait RestoreTarget {
 }
 
 /// The engine for the project at `dir`: `zfs` when a ZFS dataset is
-/// mounted exactly there, else `native`.
+/// mounted exactly there, `btrfs` when it is a btrfs subvolume that is not
+/// a mount point (its snapshots go beside it, on the same file system),
+/// else `native`.
 ///
 /// # Errors
 /// When `dir` cannot be resolved or the mount table read.
@@ -204,6 +209,8 @@ pub fn detect(dir: &Path) -> Result<EngineKind> {
         .map_err(|e| crate::EngineError::io("read", "/proc/self/mountinfo", e))?;
     Ok(match mount {
         Some(m) if m.is_zfs() => EngineKind::Zfs,
-        _ => EngineKind::Native,
+        Some(_) => EngineKind::Native,
+        None if crate::btrfs::is_subvolume(&canon).unwrap_or(false) => EngineKind::Btrfs,
+        None => EngineKind::Native,
     })
 }

@@ -13,12 +13,15 @@
 //!   mode per entry) that incrementals are computed against;
 //! - [`mounts`]: what is mounted where, for the engines of file systems;
 //! - [`zfs`]: the ZFS engine (`zfs send`, `zfs receive`);
+//! - [`btrfs`]: the btrfs engine (`btrfs send`, `btrfs receive`);
 //! - [`native`]: the portable engine: [`native::send`] walks a tree and emits
 //!   a full or incremental stream, [`native::receive`] applies one.
 
+pub mod btrfs;
 pub mod command;
 pub mod engine;
 pub mod error;
+mod external;
 pub mod format;
 pub mod index;
 pub mod mounts;
@@ -63,4 +66,25 @@ pub(crate) fn unique_suffix() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// True for the name of a staging dataset or directory (`<prefix><pid>-…`)
+/// whose restoring process no longer runs: a restore killed before it
+/// cleaned up left it. Staging is local to a host, so the process id
+/// tells.
+pub(crate) fn staging_owner_dead(name: &str, prefix: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix(prefix)
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(pid, _)| pid.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    if pid as u32 == std::process::id() {
+        return false;
+    }
+    match rustix::process::Pid::from_raw(pid) {
+        Some(p) => rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH),
+        None => false,
+    }
 }

@@ -21,18 +21,16 @@
 //! a stream it refuses leaves the dataset as it was.
 
 use std::ffi::OsString;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::Observer;
-use crate::command::{Cmd, CommandError, DEFAULT_STALL};
+use crate::command::{Cmd, DEFAULT_STALL};
 use crate::engine::{Engine, EngineKind, RestoreTarget, SendJob};
 use crate::error::{EngineError, Result};
-use crate::index::IndexWriter;
 use crate::mounts::mount_at;
 use crate::native::{ReceiveOptions, ReceiveSummary, SendSummary};
-use crate::stream::{read_header, write_header};
 
 /// The version of the zfs engine's stream (the header, then `zfs send`'s
 /// bytes).
@@ -40,6 +38,10 @@ pub const ZFS_STREAM_VERSION: u32 = 1;
 
 /// The prefix of the snapshots strata makes.
 pub const SNAPSHOT_PREFIX: &str = "strata-";
+
+/// The prefix of a restore's staging dataset, followed by the restoring
+/// process's id.
+const STAGING_PREFIX: &str = "strata-restore-";
 
 /// The tag of strata's holds.
 pub const HOLD_TAG: &str = "strata";
@@ -124,6 +126,36 @@ impl Zfs {
             .collect())
     }
 
+    /// Mounts the dataset that belongs at `target` when it exists but is
+    /// not mounted: a restore killed between its rename and its mount
+    /// leaves it so, as does a `zfs unmount` by hand. Mounted, it is
+    /// restored onto as the dataset it is.
+    fn mount_unmounted(&self, target: &Path) {
+        let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+            return;
+        };
+        let Ok(parent_ds) = self.dataset_at(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        }) else {
+            return;
+        };
+        let full = format!("{parent_ds}/{}", name.to_string_lossy());
+        if self.dataset_at(target).ok().as_deref() != Some(full.as_str()) && self.exists(&full) {
+            let _ = self.zfs().args(["mount", &full]).status();
+        }
+    }
+
+    /// Whether the file system `dataset` exists (an error of `zfs list`
+    /// counts as no).
+    fn exists(&self, dataset: &str) -> bool {
+        self.zfs()
+            .args(["list", "-H", "-o", "name", "-t", "filesystem", dataset])
+            .output(LISTING_MAX)
+            .is_ok()
+    }
+
     /// The number of holds on `snapshot` (`userrefs`).
     fn holds_on(&self, snapshot: &str) -> Result<u64> {
         let out = self
@@ -140,7 +172,36 @@ impl Zfs {
     /// Destroys `dataset` and everything below it (a staging dataset),
     /// unmounting it first.
     fn destroy_tree(&self, dataset: &str) -> Result<()> {
-        Ok(self.zfs().args(["destroy", "-r", "-f", dataset]).status()?)
+        self.while_busy(&["destroy", "-r", "-f", dataset])
+    }
+
+    /// Destroys the staging datasets under `parent` that restores killed
+    /// before they could clean up left (their process is gone).
+    fn clear_dead_staging(&self, parent: &str) {
+        let Ok(out) = self
+            .zfs()
+            .args([
+                "list",
+                "-H",
+                "-o",
+                "name",
+                "-d",
+                "1",
+                "-t",
+                "filesystem",
+                parent,
+            ])
+            .output(LISTING_MAX)
+        else {
+            return;
+        };
+        for name in String::from_utf8_lossy(&out).lines() {
+            let leaf = name.rsplit('/').next().unwrap_or("");
+            if crate::staging_owner_dead(leaf, STAGING_PREFIX) {
+                tracing::info!("destroying {name}, left by a restore that was killed");
+                let _ = self.destroy_tree(name);
+            }
+        }
     }
 
     /// Renames the file system `from` to `to` and mounts it there. A
@@ -191,34 +252,21 @@ impl Engine for Zfs {
         Ok(self.snapshots(&ds)?.contains(&want))
     }
 
-    fn send(&self, job: SendJob<'_>, _obs: &dyn Observer) -> Result<SendSummary> {
+    fn send(&self, job: SendJob<'_>, obs: &dyn Observer) -> Result<SendSummary> {
         let ds = self.dataset_at(job.source)?;
         let new = snapshot_name(&ds, &job.header.end);
         self.zfs().args(["snapshot", &new]).status()?;
-        let sent = (|| {
-            let mut w = write_header(
-                &mut *job.out,
-                job.header,
-                EngineKind::Zfs,
-                ZFS_STREAM_VERSION,
-            )?;
-            let mut send = self.zfs().arg("send").stall(self.stall);
-            if let Some(start) = &job.header.start {
-                send = send.arg("-i").arg(format!("@{SNAPSHOT_PREFIX}{start}"));
-            }
-            let header_bytes = w.bytes();
-            let raw = send.arg(&new).stream_out(w.inner_mut())?;
-            w.finish()?;
-            IndexWriter::new(&mut *job.state, &job.header.end)?.finish()?;
-            Ok(SendSummary {
-                entries: 0,
-                emitted: 0,
-                deleted: 0,
-                file_bytes: raw,
-                stream_bytes: header_bytes + raw,
-                warnings: 0,
-            })
-        })();
+        let mut send = self.zfs().arg("send").stall(self.stall);
+        if let Some(start) = &job.header.start {
+            send = send.arg("-i").arg(format!("@{SNAPSHOT_PREFIX}{start}"));
+        }
+        let sent = crate::external::send(
+            job,
+            obs,
+            EngineKind::Zfs,
+            ZFS_STREAM_VERSION,
+            send.arg(&new),
+        );
         if sent.is_err() {
             // Not a snapshot of any saved state: nothing may build on it.
             let _ = self.destroy(&new);
@@ -232,16 +280,24 @@ impl Engine for Zfs {
         if self.holds_on(&new)? == 0 {
             self.zfs().args(["hold", HOLD_TAG, &new]).status()?;
         }
-        if let Some(prev) = previous.filter(|p| *p != snapshot) {
-            let prev = snapshot_name(&ds, prev);
-            // Gone already, or held by someone else only: nothing of ours.
-            let _ = self.zfs().args(["release", HOLD_TAG, &prev]).status();
-        }
         let ours: Vec<String> = self
             .snapshots(&ds)?
             .into_iter()
             .filter(|s| s.starts_with(SNAPSHOT_PREFIX))
             .collect();
+        // Every other snapshot of ours is no base any more: the previous
+        // one, and one a save killed between its hold and this release
+        // left held.
+        let base = format!("{SNAPSHOT_PREFIX}{snapshot}");
+        for old in ours.iter().filter(|s| **s != base) {
+            let name = format!("{ds}@{old}");
+            let ours_held = previous.is_some_and(|p| old.strip_prefix(SNAPSHOT_PREFIX) == Some(p))
+                || self.holds_on(&name)? > 0;
+            if ours_held {
+                // Not ours to release (someone else's hold only): an error.
+                let _ = self.zfs().args(["release", HOLD_TAG, &name]).status();
+            }
+        }
         let keep = self.keep_local.max(1);
         for old in ours.iter().rev().skip(keep) {
             let name = format!("{ds}@{old}");
@@ -278,9 +334,7 @@ impl Engine for Zfs {
         _changed_after: SystemTime,
         out: &mut dyn Write,
     ) -> Result<u64> {
-        // The dataset's snapshot is the state: the index only names it.
-        IndexWriter::new(out, snapshot)?.finish()?;
-        Ok(0)
+        crate::external::restored_state(snapshot, out)
     }
 }
 
@@ -304,8 +358,12 @@ impl<'a> ZfsRestore<'a> {
             path: target.to_path_buf(),
             why,
         };
+        zfs.mount_unmounted(target);
         if target.exists() {
             let dataset = zfs.dataset_at(target)?;
+            if let Some((parent, _)) = dataset.rsplit_once('/') {
+                zfs.clear_dead_staging(parent);
+            }
             return Self::existing(zfs, target, dataset, chain, rollback);
         }
         let name = target
@@ -325,7 +383,18 @@ impl<'a> ZfsRestore<'a> {
                 parent.display()
             ))
         })?;
-        let staging = format!("{parent_ds}/strata-restore-{:016x}", crate::unique_suffix());
+        zfs.clear_dead_staging(&parent_ds);
+        let full = format!("{parent_ds}/{name}");
+        if zfs.exists(&full) {
+            return Err(refuse(format!(
+                "dataset {full} exists but is not mounted there (zfs mount {full} failed); mount it or choose another name"
+            )));
+        }
+        let staging = format!(
+            "{parent_ds}/{STAGING_PREFIX}{}-{:016x}",
+            std::process::id(),
+            crate::unique_suffix()
+        );
         Ok(Self {
             zfs,
             dataset: staging,
@@ -405,42 +474,33 @@ impl RestoreTarget for ZfsRestore<'_> {
         input: &mut dyn Read,
         opts: &ReceiveOptions,
         _more_follow: bool,
-        _obs: &dyn Observer,
+        obs: &dyn Observer,
     ) -> Result<ReceiveSummary> {
-        let (r, header, _) = read_header(
-            BufReader::with_capacity(256 << 10, input),
-            EngineKind::Zfs,
-            ZFS_STREAM_VERSION..=ZFS_STREAM_VERSION,
-        )?;
-        crate::stream::check_ends(&header, opts)?;
-        let mut rest = r.into_inner();
         let recv = self
             .zfs
             .zfs()
             .args(["receive", &self.dataset])
             .stall(self.zfs.stall);
-        let bytes = recv.stream_in(&mut rest).map_err(|e| match e {
-            CommandError::Failed { ref stderr, .. } if stderr.contains("modified") => {
-                EngineError::Diverged {
+        let summary = crate::external::receive(
+            input,
+            obs,
+            opts,
+            EngineKind::Zfs,
+            ZFS_STREAM_VERSION,
+            recv,
+            |stderr| {
+                stderr.contains("modified").then(|| EngineError::Diverged {
                     dataset: self.dataset.clone(),
                     why: format!(
                         "it was written to after its snapshot {} ({})",
                         self.held.as_ref().map_or("", |(b, _)| b.as_str()),
                         stderr.trim()
                     ),
-                }
-            }
-            CommandError::Failed { .. } => EngineError::Rejected { why: e.to_string() },
-            other => EngineError::Command(other),
-        })?;
+                })
+            },
+        )?;
         self.received = true;
-        Ok(ReceiveSummary {
-            header,
-            entries: 0,
-            file_bytes: bytes,
-            setid_dropped: 0,
-            xattrs_skipped: 0,
-        })
+        Ok(summary)
     }
 
     fn finish(self: Box<Self>) -> Result<SystemTime> {
@@ -467,11 +527,15 @@ impl RestoreTarget for ZfsRestore<'_> {
                     let _ = self.zfs.destroy_tree(&self.dataset);
                 }
             }
-            (None, Some((base, _))) => {
-                // Back to what it held before this restore.
+            (None, Some((base, _))) if self.received => {
+                // Back to what it held before this restore (a stream was
+                // received, so there were no writes after `base` to lose:
+                // zfs receive refuses a modified dataset).
                 let _ = self.zfs.zfs().args(["rollback", "-r", base]).status();
             }
-            (None, None) => {}
+            // Nothing received: `zfs receive` changed nothing, and the
+            // dataset's own writes are not ours to discard.
+            (None, _) => {}
         }
     }
 }

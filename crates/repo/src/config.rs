@@ -33,7 +33,10 @@ pub struct RepoConfig {
     pub rebase: RebaseSection,
     /// The ZFS engine's settings.
     #[serde(default)]
-    pub zfs: ZfsSection,
+    pub zfs: FsEngineSection,
+    /// The btrfs engine's settings.
+    #[serde(default)]
+    pub btrfs: FsEngineSection,
     /// This host's id, when `STRATA_HOST_ID` does not say (default: the
     /// machine id). Hosts sharing a repository must have distinct ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,26 +67,26 @@ impl Default for RebaseSection {
 
 impl Eq for RebaseSection {}
 
-/// `[zfs]`: how the ZFS engine runs `zfs` (host-local settings; hosts
-/// of one repository may differ).
+/// `[zfs]` and `[btrfs]`: how the engine of a file system runs its
+/// program (host-local settings; hosts of one repository may differ).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct ZfsSection {
-    /// The `zfs` program (default `zfs` on the `PATH`; `sudo` rules name
-    /// its full path, see `docs/engines.md`).
-    pub program: String,
-    /// Seconds a `zfs send` or `zfs receive` may move no byte before it
-    /// is killed (default 300).
+pub struct FsEngineSection {
+    /// The `zfs` or `btrfs` program (default: that name on the `PATH`;
+    /// `sudo` rules name its full path, see `docs/engines.md`).
+    pub program: Option<String>,
+    /// Seconds a send or receive may move no byte before it is killed
+    /// (default 300).
     pub stall_secs: u64,
-    /// `strata-*` snapshots a dataset keeps after a save, the newest
+    /// `strata-*` snapshots a project keeps after a save, the newest
     /// (default 1: the base of the next incremental).
     pub keep_local: usize,
 }
 
-impl Default for ZfsSection {
+impl Default for FsEngineSection {
     fn default() -> Self {
         Self {
-            program: "zfs".into(),
+            program: None,
             stall_secs: 300,
             keep_local: 1,
         }
@@ -145,7 +148,8 @@ impl Default for RepoConfig {
             storage: StorageSection::default(),
             retention: strata_core::Retention::default(),
             rebase: RebaseSection::default(),
-            zfs: ZfsSection::default(),
+            zfs: FsEngineSection::default(),
+            btrfs: FsEngineSection::default(),
             host_id: None,
         }
     }

@@ -2,6 +2,7 @@
 //! names engines. Everything else goes through [`Engine`].
 
 use strata_core::StreamInfo;
+use strata_engine::btrfs::Btrfs;
 use strata_engine::native::Native;
 use strata_engine::zfs::Zfs;
 use strata_engine::{Engine, EngineError, EngineKind};
@@ -15,6 +16,7 @@ impl Repository {
         match kind {
             EngineKind::Native => Box::new(Native::default()),
             EngineKind::Zfs => Box::new(self.zfs_engine()),
+            EngineKind::Btrfs => Box::new(self.btrfs_engine()),
         }
     }
 }
@@ -25,7 +27,18 @@ impl Repository {
     pub fn zfs_engine(&self) -> Zfs {
         let c = &self.config.zfs;
         Zfs {
-            program: c.program.clone().into(),
+            program: c.program.as_deref().unwrap_or("zfs").into(),
+            stall: std::time::Duration::from_secs(c.stall_secs),
+            keep_local: c.keep_local.max(1),
+        }
+    }
+
+    /// The btrfs engine with this repository's settings (`[btrfs]` in
+    /// `strata.toml`).
+    pub fn btrfs_engine(&self) -> Btrfs {
+        let c = &self.config.btrfs;
+        Btrfs {
+            program: c.program.as_deref().unwrap_or("btrfs").into(),
             stall: std::time::Duration::from_secs(c.stall_secs),
             keep_local: c.keep_local.max(1),
         }

@@ -49,7 +49,7 @@ pub struct RestoreReport {
     pub project: Project,
     /// The snapshot restored.
     pub snapshot: SnapshotId,
-    /// The streams applied, in order.
+    /// The streams applied, in order (not those the target held already).
     pub streams: Vec<StreamInfo>,
     /// Stream bytes applied.
     pub bytes: u64,
@@ -91,7 +91,7 @@ pub fn restore(
     }
     let project = repo.project(project)?;
     let streams = repo.catalog.streams(project.id)?;
-    let plan: Vec<StreamInfo> = apply_plan(&streams, opts.snapshot.as_ref())
+    let mut plan: Vec<StreamInfo> = apply_plan(&streams, opts.snapshot.as_ref())
         .map_err(|e| match e {
             strata_core::PlanError::UnknownSnapshot(_) | strata_core::PlanError::Empty => {
                 Error::Input(format!("project {:?}: {e}", project.name))
@@ -171,8 +171,8 @@ pub fn restore(
     Ok(RestoreReport {
         project,
         snapshot,
-        bytes: plan.iter().map(|s| s.bytes).sum(),
-        streams: plan,
+        bytes: plan[skip..].iter().map(|s| s.bytes).sum(),
+        streams: plan.split_off(skip),
         target,
         owners,
         setid_dropped: applied.setid_dropped,
@@ -290,8 +290,8 @@ fn apply_chain(
                 }
                 return Err(Error::system(context, io));
             }
-            Err(e) if e.is_bad_input() => return Err(Error::corrupt(context, e)),
-            Err(e) => return Err(Error::system(context, e)),
+            // A diverged target is the caller's to resolve (--rollback).
+            Err(e) => return Err(crate::engines::engine_error(context, e)),
         }
     }
     Ok(applied)

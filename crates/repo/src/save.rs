@@ -339,8 +339,9 @@ fn pick_engine(
             s.engine,
             dir.display(),
             match kind {
-                EngineKind::Native => "not the mount point of a ZFS dataset",
+                EngineKind::Native => "neither a ZFS dataset's mount point nor a btrfs subvolume",
                 EngineKind::Zfs => "a ZFS dataset's mount point",
+                EngineKind::Btrfs => "a btrfs subvolume",
             }
         )));
     }

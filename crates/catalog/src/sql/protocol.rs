@@ -281,7 +281,9 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
             tx.query(
                 "SELECT p.id, p.name, p.created_ms, CAST(COUNT(s.id) AS BIGINT), MAX(s.end_snap),
                         CAST(COALESCE(SUM(s.bytes), 0) AS BIGINT),
-                        CAST(COALESCE(SUM(s.new_stored_bytes), 0) AS BIGINT)
+                        CAST(COALESCE(SUM(s.new_stored_bytes), 0) AS BIGINT),
+                        (SELECT n.engine FROM streams n WHERE n.project = p.id
+                         ORDER BY n.created_ms DESC, n.id DESC LIMIT 1)
                  FROM projects p LEFT JOIN streams s ON s.project = p.id
                  GROUP BY p.id, p.name, p.created_ms ORDER BY p.name",
                 &[],
@@ -298,6 +300,7 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
                     newest: r.opt_text(4)?.as_deref().map(parse).transpose()?,
                     bytes: r.int(5)? as u64,
                     stored_bytes: r.int(6)? as u64,
+                    engine: r.opt_text(7)?,
                 })
             })
             .collect()

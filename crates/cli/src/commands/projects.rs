@@ -16,19 +16,21 @@ pub fn run(repo: &Repository, out: &Output) -> anyhow::Result<()> {
                 "newest": p.newest.as_ref().map(ToString::to_string),
                 "bytes": p.bytes,
                 "stored_bytes": p.stored_bytes,
+                "engine": p.engine,
             }));
         }
         return Ok(());
     }
     out.line(&format!(
-        "{:<24} {:<36} {:>7} {:<27} {:>11} {:>11}",
-        "NAME", "ID", "STREAMS", "NEWEST", "STREAMED", "STORED"
+        "{:<24} {:<36} {:<6} {:>7} {:<27} {:>11} {:>11}",
+        "NAME", "ID", "ENGINE", "STREAMS", "NEWEST", "STREAMED", "STORED"
     ));
     for p in &list {
         out.line(&format!(
-            "{:<24} {:<36} {:>7} {:<27} {:>11} {:>11}",
+            "{:<24} {:<36} {:<6} {:>7} {:<27} {:>11} {:>11}",
             p.project.name,
             p.project.id,
+            p.engine.as_deref().unwrap_or("-"),
             p.streams,
             p.newest
                 .as_ref()

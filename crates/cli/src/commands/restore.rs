@@ -15,7 +15,8 @@ pub struct Args {
     pub project: String,
     /// Where to restore; must not exist, or be an empty directory (for a
     /// ZFS project: a path under a dataset's mount point, or a dataset
-    /// that holds part of the chain).
+    /// that holds part of the chain; for a btrfs project: a path on a
+    /// btrfs file system, or a subvolume that holds part of the chain).
     pub target: PathBuf,
     /// The snapshot to restore (default: the newest).
     #[arg(long, short)]
@@ -29,7 +30,8 @@ pub struct Args {
     /// they restore. Set-id bits are never restored onto root-owned files.
     #[arg(long, value_name = "UID:GID", value_parser = parse_owner)]
     pub owner: Option<(u32, u32)>,
-    /// When TARGET is a ZFS dataset holding part of the chain that has
+    /// When TARGET is a ZFS dataset or btrfs subvolume holding part of the
+    /// chain that has
     /// diverged from it (snapshots the chain does not know, writes after
     /// its snapshot): roll it back to its newest snapshot on the chain,
     /// discarding what differs. Without it such a restore changes nothing.

@@ -20,7 +20,8 @@ pub struct Args {
     /// compression uses at most one per core).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// The engine: native, or zfs for a ZFS dataset's mount point (default:
+    /// The engine: native, zfs for a ZFS dataset's mount point, or btrfs
+    /// for a btrfs subvolume (default:
     /// detected from what holds DIR; a project keeps its engine unless
     /// this says otherwise).
     #[arg(long)]
