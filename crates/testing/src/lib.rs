@@ -6,6 +6,7 @@
 //! unprivileged user when the suite runs as root.
 
 pub mod cluster;
+pub mod filesystems;
 pub mod privilege;
 pub mod proxy;
 pub mod tree;
