@@ -283,7 +283,7 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
                         CAST(COALESCE(SUM(s.bytes), 0) AS BIGINT),
                         CAST(COALESCE(SUM(s.new_stored_bytes), 0) AS BIGINT),
                         (SELECT n.engine FROM streams n WHERE n.project = p.id
-                         ORDER BY n.created_ms DESC, n.id DESC LIMIT 1)
+                         ORDER BY n.end_snap DESC, n.created_ms DESC, n.id DESC LIMIT 1)
                  FROM projects p LEFT JOIN streams s ON s.project = p.id
                  GROUP BY p.id, p.name, p.created_ms ORDER BY p.name",
                 &[],
