@@ -37,9 +37,11 @@ use crate::engine::{Engine, EngineKind, RestoreTarget, SendJob};
 use crate::error::{EngineError, Result};
 use crate::native::{ReceiveOptions, ReceiveSummary, SendSummary};
 
-/// The version of the btrfs engine's stream (the header, then `btrfs
-/// send`'s bytes).
-pub const BTRFS_STREAM_VERSION: u32 = 1;
+/// The version of the btrfs engine's stream: the header, then `btrfs
+/// send`'s bytes, regrouped so that file data dedupes (2,
+/// [`crate::regroup`]); version 1 streams (the bytes as they are) are
+/// still read.
+pub const BTRFS_STREAM_VERSION: u32 = 2;
 
 /// The prefix of the snapshots strata makes.
 pub const SNAPSHOT_PREFIX: &str = "strata-";
@@ -293,6 +295,7 @@ impl Engine for Btrfs {
             EngineKind::Btrfs,
             BTRFS_STREAM_VERSION,
             send.arg(&new),
+            crate::regroup::BtrfsSplitter::default(),
         );
         if sent.is_err() {
             // Not a snapshot of any saved state: nothing may build on it.

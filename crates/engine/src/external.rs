@@ -1,7 +1,9 @@
 //! The streams of the file-system engines (zfs, btrfs): the header every
 //! engine's stream starts with ([`crate::stream`]), then the bytes the
-//! file system's own send command wrote, as they are. One send and one
-//! receive for every such engine; what differs is the command.
+//! file system's own send command wrote: as they are (version 1), or
+//! regrouped so that file data dedupes (version 2, [`crate::regroup`]).
+//! One send and one receive for every such engine; what differs is the
+//! command and the splitter that knows its records.
 
 use std::io::{self, BufReader, Read, Write};
 
@@ -11,6 +13,7 @@ use crate::engine::{EngineKind, SendJob};
 use crate::error::{EngineError, Result};
 use crate::index::IndexWriter;
 use crate::native::{ReceiveOptions, ReceiveSummary, SendSummary};
+use crate::regroup::{Regrouper, Splitter, Ungrouped};
 use crate::stream::{check_ends, read_header, write_header};
 
 /// Passes bytes through, telling the observer how many went by: the
@@ -40,23 +43,34 @@ impl<T: Read> Read for Progress<'_, T> {
     }
 }
 
+/// The version of the regrouped layout: streams of this version or later
+/// are regrouped, earlier ones hold the command's bytes as they are.
+pub(crate) const REGROUPED: u32 = 2;
+
 /// Writes `job`'s stream: the header (`kind`, `version`), then what `send`
-/// prints; and the new snapshot's local state, an index that only names
-/// it (the file system's snapshot is the state). The command's bytes
-/// count as progress (`obs.file_bytes`).
+/// prints, regrouped by `splitter` ([`crate::regroup`]); and the new
+/// snapshot's local state, an index that only names it (the file system's
+/// snapshot is the state). The command's bytes count as progress
+/// (`obs.file_bytes`).
 pub(crate) fn send(
     job: SendJob<'_>,
     obs: &dyn Observer,
     kind: EngineKind,
     version: u32,
     send: Cmd,
+    splitter: impl Splitter,
 ) -> Result<SendSummary> {
+    debug_assert!(version >= REGROUPED);
     let mut w = write_header(&mut *job.out, job.header, kind, version)?;
     let header_bytes = w.bytes();
+    let mut regrouped = Regrouper::new(w.inner_mut(), splitter);
     let raw = send.stream_out(&mut Progress {
-        inner: w.inner_mut(),
+        inner: &mut regrouped,
         obs,
     })?;
+    let body = regrouped
+        .finish()
+        .map_err(|e| EngineError::io("write", "the stream", e))?;
     w.finish()?;
     IndexWriter::new(&mut *job.state, &job.header.end)?.finish()?;
     Ok(SendSummary {
@@ -64,13 +78,14 @@ pub(crate) fn send(
         emitted: 0,
         deleted: 0,
         file_bytes: raw,
-        stream_bytes: header_bytes + raw,
+        stream_bytes: header_bytes + body,
         warnings: 0,
     })
 }
 
-/// Applies one stream of `kind` with `receive`, after checking its header
-/// against what the caller expects (`opts`). A refusal by the command is
+/// Applies one stream of `kind` (any version up to `version`: regrouped
+/// ones are put back together first) with `receive`, after checking its
+/// header against what the caller expects (`opts`). A refusal by the command is
 /// bad input ([`EngineError::Rejected`]), unless `diverged` recognises in
 /// its standard error a target written to after its snapshot. The bytes
 /// fed to the command count as progress (`obs.file_bytes`).
@@ -83,19 +98,29 @@ pub(crate) fn receive(
     receive: Cmd,
     diverged: impl Fn(&str) -> Option<EngineError>,
 ) -> Result<ReceiveSummary> {
-    let (r, header, _) = read_header(
+    let (r, header, found) = read_header(
         BufReader::with_capacity(256 << 10, input),
         kind,
-        version..=version,
+        1..=version,
     )?;
     check_ends(&header, opts)?;
+    let rest = r.into_inner();
+    let mut body: Box<dyn Read> = if found >= REGROUPED {
+        Box::new(Ungrouped::new(rest))
+    } else {
+        Box::new(rest)
+    };
     let mut rest = Progress {
-        inner: r.into_inner(),
+        inner: &mut body,
         obs,
     };
     let bytes = receive.stream_in(&mut rest).map_err(|e| match e {
         CommandError::Failed { ref stderr, .. } => {
             diverged(stderr).unwrap_or_else(|| EngineError::Rejected { why: e.to_string() })
+        }
+        // A regrouped stream that does not hold together.
+        CommandError::Data { ref source, .. } if source.kind() == io::ErrorKind::InvalidData => {
+            EngineError::Rejected { why: e.to_string() }
         }
         other => EngineError::Command(other),
     })?;

@@ -26,6 +26,7 @@ pub mod format;
 pub mod index;
 pub mod mounts;
 pub mod native;
+pub mod regroup;
 pub mod relpath;
 pub mod stream;
 pub mod zfs;

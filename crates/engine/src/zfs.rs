@@ -32,9 +32,10 @@ use crate::error::{EngineError, Result};
 use crate::mounts::mount_at;
 use crate::native::{ReceiveOptions, ReceiveSummary, SendSummary};
 
-/// The version of the zfs engine's stream (the header, then `zfs send`'s
-/// bytes).
-pub const ZFS_STREAM_VERSION: u32 = 1;
+/// The version of the zfs engine's stream: the header, then `zfs send`'s
+/// bytes, regrouped so that file data dedupes (2, [`crate::regroup`]);
+/// version 1 streams (the bytes as they are) are still read.
+pub const ZFS_STREAM_VERSION: u32 = 2;
 
 /// The prefix of the snapshots strata makes.
 pub const SNAPSHOT_PREFIX: &str = "strata-";
@@ -266,6 +267,7 @@ impl Engine for Zfs {
             EngineKind::Zfs,
             ZFS_STREAM_VERSION,
             send.arg(&new),
+            crate::regroup::ZfsSplitter::default(),
         );
         if sent.is_err() {
             // Not a snapshot of any saved state: nothing may build on it.
