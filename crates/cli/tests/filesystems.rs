@@ -174,6 +174,44 @@ fn chains_round_trip_at_every_snapshot_and_onto_a_partial_copy(fs: &Fs) {
     let again = parent.path.join("again");
     restore(&env, &again, &[]);
     tree::assert_same(&capture(&partial), &capture(&again), "saved from the copy");
+
+    // The copy left at the first snapshot, edited and saved: a branch from
+    // there, kept as a fork by the same rules as native chains; both heads
+    // restore exactly, before and after a trim.
+    let old = parent.path.join("at-0");
+    edit(&old, 11);
+    let ev = env.save(&old, &["--project", "proj"]);
+    assert_eq!(
+        (ev["kind"].as_str(), ev["start"].as_str()),
+        (Some("incremental"), Some(captures[0].0.as_str())),
+        "{ev}"
+    );
+    let heads = [
+        (ev["snapshot"].as_str().unwrap().to_string(), capture(&old)),
+        (
+            env.json(&["streams", "proj"])
+                .into_iter()
+                .filter(|v| v["type"] == "stream" && v["start"] == captures[3].0.as_str())
+                .map(|v| v["end"].as_str().unwrap().to_string())
+                .next()
+                .unwrap(),
+            capture(&partial),
+        ),
+    ];
+    let forks = |env: &Env| -> Vec<Value> {
+        env.json(&["streams", "proj"])
+            .into_iter()
+            .filter(|v| v["type"] == "fork")
+            .collect()
+    };
+    assert_eq!(forks(&env).len(), 1, "{:?}", forks(&env));
+    env.json(&["trim", "proj"]);
+    assert_eq!(forks(&env).len(), 1, "the fork survives the trim");
+    for (i, (head, want)) in heads.iter().enumerate() {
+        let target = parent.path.join(format!("head-{i}"));
+        restore(&env, &target, &["--snapshot", head]);
+        tree::assert_same(want, &capture(&target), head);
+    }
     assert_eq!(fs.staging_left(&parent), Vec::<String>::new());
 }
 

@@ -44,9 +44,23 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         match self.kind {
             Kind::Zfs => {
-                let _ = Command::new("zfs")
-                    .args(["destroy", "-r", "-f", &self.dataset])
-                    .status();
+                // zfs-fuse keeps a dataset busy for a moment after a
+                // receive or unmount: try for a while, so that runs do not
+                // fill the pools with what they left.
+                for _ in 0..50 {
+                    let out = Command::new("zfs")
+                        .args(["destroy", "-r", "-f", &self.dataset])
+                        .output();
+                    match out {
+                        Ok(o)
+                            if !o.status.success()
+                                && String::from_utf8_lossy(&o.stderr).contains("busy") =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                        }
+                        _ => break,
+                    }
+                }
             }
             Kind::Btrfs => remove_btrfs_project(&self.path),
         }
