@@ -517,4 +517,36 @@ mod tests {
         assert!(matches!(e, CommandError::Stalled { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
     }
+
+    #[test]
+    fn no_more_than_max_children_run_at_once() {
+        // Each command marks itself running in a directory, records how
+        // many are, and leaves; twelve callers, a bound of three.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        set_max_children(3);
+        let script = format!(
+            "mkdir {d}/run.$$ && ls -d {d}/run.* | wc -l >> {d}/counts && sleep 0.2 && rmdir {d}/run.$$"
+        );
+        std::thread::scope(|s| {
+            for _ in 0..12 {
+                s.spawn(|| {
+                    Cmd::new("sh")
+                        .args(["-c", script.as_str()])
+                        .status()
+                        .unwrap()
+                });
+            }
+        });
+        set_max_children(DEFAULT_MAX_CHILDREN);
+        let counts: Vec<usize> = std::fs::read_to_string(dir.path().join("counts"))
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert_eq!(counts.len(), 12);
+        let most = counts.iter().copied().max().unwrap();
+        assert!(most <= 3, "{most} ran at once: {counts:?}");
+        assert!(most >= 2, "they did run side by side: {counts:?}");
+    }
 }

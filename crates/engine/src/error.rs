@@ -71,6 +71,14 @@ pub enum EngineError {
         /// What differs.
         why: String,
     },
+    /// The file system was busy and the receive did not start (zfs-fuse
+    /// keeps a dataset busy for a moment after a receive failed on it).
+    /// Nothing was changed: the same stream may be received again.
+    #[error("{what}: the file system is busy; nothing was changed")]
+    Busy {
+        /// The command, its standard error included.
+        what: String,
+    },
     /// The file system's receive refused the stream (damaged, or not one
     /// that applies to what the target holds).
     #[error("the stream was refused: {why}")]

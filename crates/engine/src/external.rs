@@ -86,8 +86,9 @@ pub(crate) fn send(
 /// Applies one stream of `kind` (any version up to `version`: regrouped
 /// ones are put back together first) with `receive`, after checking its
 /// header against what the caller expects (`opts`). A refusal by the command is
-/// bad input ([`EngineError::Rejected`]), unless `diverged` recognises in
-/// its standard error a target written to after its snapshot. The bytes
+/// bad input ([`EngineError::Rejected`]), unless `recognise` knows its
+/// standard error for another error (a target written to after its
+/// snapshot, a busy file system). The bytes
 /// fed to the command count as progress (`obs.file_bytes`).
 pub(crate) fn receive(
     input: &mut dyn Read,
@@ -96,7 +97,7 @@ pub(crate) fn receive(
     kind: EngineKind,
     version: u32,
     receive: Cmd,
-    diverged: impl Fn(&str) -> Option<EngineError>,
+    recognise: impl Fn(&str) -> Option<EngineError>,
 ) -> Result<ReceiveSummary> {
     let (r, header, found) = read_header(
         BufReader::with_capacity(256 << 10, input),
@@ -116,7 +117,7 @@ pub(crate) fn receive(
     };
     let bytes = receive.stream_in(&mut rest).map_err(|e| match e {
         CommandError::Failed { ref stderr, .. } => {
-            diverged(stderr).unwrap_or_else(|| EngineError::Rejected { why: e.to_string() })
+            recognise(stderr).unwrap_or_else(|| EngineError::Rejected { why: e.to_string() })
         }
         // A regrouped stream that does not hold together.
         CommandError::Data { ref source, .. } if source.kind() == io::ErrorKind::InvalidData => {

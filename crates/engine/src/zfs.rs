@@ -491,6 +491,11 @@ impl RestoreTarget for ZfsRestore<'_> {
             ZFS_STREAM_VERSION,
             recv,
             |stderr| {
+                if stderr.contains("dataset is busy") {
+                    return Some(EngineError::Busy {
+                        what: format!("zfs receive {}: {}", self.dataset, stderr.trim()),
+                    });
+                }
                 stderr.contains("modified").then(|| EngineError::Diverged {
                     dataset: self.dataset.clone(),
                     why: format!(

@@ -81,7 +81,9 @@ fn opts(start: Option<&str>, end: &str) -> ReceiveOptions {
     }
 }
 
-/// Restores `streams` (each with its start and end) into `target`.
+/// Restores `streams` (each with its start and end) into `target`; a
+/// stream the file system was too busy to start receiving is received
+/// again, as the repository's restore does.
 fn restore(
     e: &dyn Engine,
     target: &Path,
@@ -91,9 +93,19 @@ fn restore(
     let mut dest = e.restore_into(target, chain, false)?;
     for (i, (s, start, end)) in streams.iter().enumerate().skip(dest.holds()) {
         let o = opts(*start, end);
-        if let Err(err) = dest.receive(&mut &s[..], &o, i + 1 < streams.len(), &Quiet) {
-            dest.abort();
-            return Err(err);
+        let mut tries = 0;
+        loop {
+            match dest.receive(&mut &s[..], &o, i + 1 < streams.len(), &Quiet) {
+                Err(EngineError::Busy { .. }) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(err) => {
+                    dest.abort();
+                    return Err(err);
+                }
+                Ok(_) => break,
+            }
         }
     }
     dest.finish().map(drop)

@@ -201,6 +201,11 @@ struct Applied {
     xattrs_skipped: u64,
 }
 
+/// How often a stream is received again while the file system says it is
+/// busy, and how long between: 10 s in all.
+const BUSY_TRIES: u32 = 50;
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn apply_chain(
     repo: &Repository,
     project: &Project,
@@ -237,28 +242,41 @@ fn apply_chain(
             expect_end: Some(stream.end.to_string()),
             owners,
         };
-        let mut read = 0u64;
-        let result = strata_chunk::restore_stream(
-            repo.store.as_ref(),
-            &mut pages,
-            workers,
-            workers * 2 + 2,
-            |r| {
-                dest.receive(
-                    &mut CountingReader {
-                        inner: r,
-                        progress,
-                        read: &mut read,
-                    },
-                    &receive_opts,
-                    more_follow,
-                    &EngineObserver {
-                        progress,
-                        count_files: false,
-                    },
-                )
-            },
-        );
+        let mut read: u64;
+        // A file system too busy to start the receive changed nothing: the
+        // stream is read again from its chunks, for up to BUSY_TRIES.
+        let mut tries = 0;
+        let result = loop {
+            read = 0;
+            let result = strata_chunk::restore_stream(
+                repo.store.as_ref(),
+                &mut pages,
+                workers,
+                workers * 2 + 2,
+                |r| {
+                    dest.receive(
+                        &mut CountingReader {
+                            inner: r,
+                            progress,
+                            read: &mut read,
+                        },
+                        &receive_opts,
+                        more_follow,
+                        &EngineObserver {
+                            progress,
+                            count_files: false,
+                        },
+                    )
+                },
+            );
+            match result {
+                Err(strata_engine::EngineError::Busy { .. }) if tries < BUSY_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(BUSY_WAIT);
+                }
+                other => break other,
+            }
+        };
         match result {
             Ok(_) if read != stream.bytes => {
                 return Err(Error::corrupt(
