@@ -44,6 +44,9 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         match self.kind {
             Kind::Zfs => {
+                // A held snapshot (strata holds the base of the next
+                // incremental) cannot be destroyed: release the holds.
+                release_holds(&self.dataset);
                 // zfs-fuse keeps a dataset busy for a moment after a
                 // receive or unmount: try for a while, so that runs do not
                 // fill the pools with what they left.
@@ -63,6 +66,34 @@ impl Drop for Scratch {
                 }
             }
             Kind::Btrfs => remove_btrfs_project(&self.path),
+        }
+    }
+}
+
+/// Releases strata's holds on the snapshots of `dataset` and below.
+fn release_holds(dataset: &str) {
+    let Ok(out) = Command::new("zfs")
+        .args([
+            "list",
+            "-H",
+            "-o",
+            "name,userrefs",
+            "-t",
+            "snapshot",
+            "-r",
+            dataset,
+        ])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((name, refs)) = line.split_once('\t') {
+            if refs.trim() != "0" {
+                let _ = Command::new("zfs")
+                    .args(["release", "strata", name])
+                    .output();
+            }
         }
     }
 }
