@@ -88,12 +88,12 @@ fn release_holds(dataset: &str) {
         return;
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some((name, refs)) = line.split_once('\t') {
-            if refs.trim() != "0" {
-                let _ = Command::new("zfs")
-                    .args(["release", "strata", name])
-                    .output();
-            }
+        if let Some((name, refs)) = line.split_once('\t')
+            && refs.trim() != "0"
+        {
+            let _ = Command::new("zfs")
+                .args(["release", "strata", name])
+                .output();
         }
     }
 }
