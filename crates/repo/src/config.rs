@@ -37,6 +37,9 @@ pub struct RepoConfig {
     /// The btrfs engine's settings.
     #[serde(default)]
     pub btrfs: FsEngineSection,
+    /// How the engines run external commands (host-local).
+    #[serde(default)]
+    pub commands: CommandsSection,
     /// This host's id, when `STRATA_HOST_ID` does not say (default: the
     /// machine id). Hosts sharing a repository must have distinct ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,23 @@ impl Default for FsEngineSection {
             program: None,
             stall_secs: 300,
             keep_local: 1,
+        }
+    }
+}
+
+/// `[commands]`: the external commands the zfs and btrfs engines run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct CommandsSection {
+    /// Most commands (`zfs`, `btrfs`) one strata process runs at once; a
+    /// caller past it waits (default 8, at least 1).
+    pub max_children: usize,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        Self {
+            max_children: strata_engine::command::DEFAULT_MAX_CHILDREN,
         }
     }
 }
@@ -150,6 +170,7 @@ impl Default for RepoConfig {
             rebase: RebaseSection::default(),
             zfs: FsEngineSection::default(),
             btrfs: FsEngineSection::default(),
+            commands: CommandsSection::default(),
             host_id: None,
         }
     }
@@ -183,6 +204,9 @@ impl RepoConfig {
         let ratio = cfg.rebase.max_incremental_ratio;
         if ratio.is_nan() || ratio <= 0.0 {
             return Err(bad("[rebase] max-incremental-ratio must be above 0".into()));
+        }
+        if cfg.commands.max_children == 0 {
+            return Err(bad("[commands] max-children must be at least 1".into()));
         }
         if !ok {
             return Err(bad(
@@ -222,5 +246,12 @@ mod tests {
         )
         .unwrap();
         assert!(RepoConfig::load(&p).is_err());
+        let base = toml::to_string(&RepoConfig::default()).unwrap();
+        assert!(base.contains("max-children = 8"), "{base}");
+        std::fs::write(&p, base.replace("max-children = 8", "max-children = 3")).unwrap();
+        assert_eq!(RepoConfig::load(&p).unwrap().commands.max_children, 3);
+        std::fs::write(&p, base.replace("max-children = 8", "max-children = 0")).unwrap();
+        let e = RepoConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("[commands] max-children"), "{e}");
     }
 }

@@ -11,8 +11,13 @@ use crate::error::{Error, Result};
 use crate::repository::Repository;
 
 impl Repository {
-    /// The engine `kind`, set up from this repository's configuration.
+    /// The engine `kind`, set up from this repository's configuration
+    /// (for zfs and btrfs, `[commands] max-children` bounds this
+    /// process's external commands).
     pub fn engine(&self, kind: EngineKind) -> Box<dyn Engine> {
+        if kind != EngineKind::Native {
+            strata_engine::command::set_max_children(self.config.commands.max_children);
+        }
         match kind {
             EngineKind::Native => Box::new(Native::default()),
             EngineKind::Zfs => Box::new(self.zfs_engine()),
