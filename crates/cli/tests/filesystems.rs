@@ -390,28 +390,9 @@ fn a_killed_save_leaves_no_snapshot_held_or_dangling(fs: &Fs) {
     let base = ev["snapshot"].as_str().unwrap().to_string();
     assert_eq!(fs.snapshots(&project.path), std::slice::from_ref(&base));
     if fs.kind == Kind::Zfs {
-        let holds = filesystems::run(
-            "zfs",
-            &[
-                "list",
-                "-H",
-                "-o",
-                "name,userrefs",
-                "-t",
-                "snapshot",
-                "-r",
-                &project.dataset,
-            ],
-        );
-        let held: Vec<&str> = holds
-            .lines()
-            .filter(|l| !l.ends_with("\t0"))
-            .map(|l| l.split('\t').next().unwrap())
-            .collect();
         assert_eq!(
-            held,
-            [format!("{}@strata-{base}", project.dataset)],
-            "{holds}"
+            filesystems::held_snapshots(&project.dataset),
+            [format!("{}@strata-{base}", project.dataset)]
         );
     }
     env.assert_no_garbage("after killed saves");

@@ -104,26 +104,24 @@ impl Zfs {
     /// # Errors
     /// When `zfs list` fails.
     pub fn snapshots(&self, dataset: &str) -> Result<Vec<String>> {
+        let names = self.names(&["-t", "snapshot", "-s", "createtxg", "-d", "1", dataset])?;
+        let prefix = format!("{dataset}@");
+        Ok(names
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect())
+    }
+
+    /// The names `zfs list -H -o name <args>` prints.
+    fn names(&self, args: &[&str]) -> Result<Vec<String>> {
         let out = self
             .zfs()
-            .args([
-                "list",
-                "-H",
-                "-o",
-                "name",
-                "-t",
-                "snapshot",
-                "-s",
-                "createtxg",
-                "-d",
-                "1",
-            ])
-            .arg(dataset)
+            .args(["list", "-H", "-o", "name"])
+            .args(args)
             .output(LISTING_MAX)?;
-        let prefix = format!("{dataset}@");
         Ok(String::from_utf8_lossy(&out)
             .lines()
-            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .map(str::to_string)
             .collect())
     }
 
@@ -151,10 +149,7 @@ impl Zfs {
     /// Whether the file system `dataset` exists (an error of `zfs list`
     /// counts as no).
     fn exists(&self, dataset: &str) -> bool {
-        self.zfs()
-            .args(["list", "-H", "-o", "name", "-t", "filesystem", dataset])
-            .output(LISTING_MAX)
-            .is_ok()
+        self.names(&["-t", "filesystem", dataset]).is_ok()
     }
 
     /// The number of holds on `snapshot` (`userrefs`).
@@ -179,24 +174,10 @@ impl Zfs {
     /// Destroys the staging datasets under `parent` that restores killed
     /// before they could clean up left (their process is gone).
     fn clear_dead_staging(&self, parent: &str) {
-        let Ok(out) = self
-            .zfs()
-            .args([
-                "list",
-                "-H",
-                "-o",
-                "name",
-                "-d",
-                "1",
-                "-t",
-                "filesystem",
-                parent,
-            ])
-            .output(LISTING_MAX)
-        else {
+        let Ok(names) = self.names(&["-d", "1", "-t", "filesystem", parent]) else {
             return;
         };
-        for name in String::from_utf8_lossy(&out).lines() {
+        for name in &names {
             let leaf = name.rsplit('/').next().unwrap_or("");
             if crate::staging_owner_dead(leaf, STAGING_PREFIX) {
                 tracing::info!("destroying {name}, left by a restore that was killed");

@@ -70,8 +70,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Releases strata's holds on the snapshots of `dataset` and below.
-fn release_holds(dataset: &str) {
+/// The snapshots of `dataset` and below that someone holds (`userrefs`
+/// above 0; `zfs holds` does not work on zfs-fuse), by name; empty when
+/// `zfs list` fails.
+pub fn held_snapshots(dataset: &str) -> Vec<String> {
     let Ok(out) = Command::new("zfs")
         .args([
             "list",
@@ -85,16 +87,22 @@ fn release_holds(dataset: &str) {
         ])
         .output()
     else {
-        return;
+        return Vec::new();
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some((name, refs)) = line.split_once('\t')
-            && refs.trim() != "0"
-        {
-            let _ = Command::new("zfs")
-                .args(["release", "strata", name])
-                .output();
-        }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, refs)| refs.trim() != "0")
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// Releases strata's holds on the snapshots of `dataset` and below.
+fn release_holds(dataset: &str) {
+    for name in held_snapshots(dataset) {
+        let _ = Command::new("zfs")
+            .args(["release", "strata", &name])
+            .output();
     }
 }
 
