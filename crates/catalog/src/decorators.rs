@@ -13,12 +13,13 @@
 
 use strata_core::faults::FaultDice;
 use strata_core::{
-    ChunkId, ChunkKey, ChunkLookup, ManifestEntry, ProjectId, RetryPolicy, SaveId, StreamId,
-    StreamInfo, Transient,
+    ChunkId, ChunkKey, ChunkLookup, ManifestEntry, ProjectId, RetryPolicy, SaveId, SnapshotId,
+    StreamId, StreamInfo, Transient,
 };
 
 use crate::{
-    Catalog, CatalogError, Doomed, NewChunk, Project, ProjectSummary, Result, RowsPage, SaveRecord,
+    Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostState, NewChunk, Placement,
+    Project, ProjectSummary, Rejection, Request, Result, RowsPage, SaveRecord,
 };
 
 /// Implements every [`Catalog`] method but `create_project` by passing the
@@ -183,6 +184,83 @@ macro_rules! forward_catalog {
             self.via("manifest_page", || {
                 self.inner.manifest_page(stream, from, limit)
             })
+        }
+        fn add_host(&self, host: &HostRecord) -> Result<()> {
+            self.via("add_host", || self.inner.add_host(host))
+        }
+        fn hosts(&self) -> Result<Vec<HostInfo>> {
+            self.via("hosts", || self.inner.hosts())
+        }
+        fn set_host_state(
+            &self,
+            host: &str,
+            state: HostState,
+            now_ms: i64,
+            lease_ms: i64,
+        ) -> Result<Vec<Placement>> {
+            self.via("set_host_state", || {
+                self.inner.set_host_state(host, state, now_ms, lease_ms)
+            })
+        }
+        fn remove_host(&self, host: &str) -> Result<()> {
+            self.via("remove_host", || self.inner.remove_host(host))
+        }
+        fn heartbeat(
+            &self,
+            host: &str,
+            agent_version: &str,
+            now_ms: i64,
+            lease_ms: i64,
+        ) -> Result<Vec<Placement>> {
+            self.via("heartbeat", || {
+                self.inner.heartbeat(host, agent_version, now_ms, lease_ms)
+            })
+        }
+        fn set_copy(
+            &self,
+            host: &str,
+            project: ProjectId,
+            snapshot: Option<&SnapshotId>,
+            now_ms: i64,
+        ) -> Result<()> {
+            self.via("set_copy", || {
+                self.inner.set_copy(host, project, snapshot, now_ms)
+            })
+        }
+        fn copies(&self, project: ProjectId) -> Result<Vec<(String, SnapshotId)>> {
+            self.via("copies", || self.inner.copies(project))
+        }
+        fn placement(&self, project: ProjectId) -> Result<Option<Placement>> {
+            self.via("placement", || self.inner.placement(project))
+        }
+        fn placements(&self) -> Result<Vec<Placement>> {
+            self.via("placements", || self.inner.placements())
+        }
+        fn request(
+            &self,
+            project: ProjectId,
+            request: &Request,
+            now_ms: i64,
+            lease_ms: i64,
+        ) -> Result<Option<Placement>> {
+            self.via("request", || {
+                self.inner.request(project, request, now_ms, lease_ms)
+            })
+        }
+        fn hand_over(
+            &self,
+            project: ProjectId,
+            from: &Fence,
+            to: Option<&str>,
+            now_ms: i64,
+            lease_ms: i64,
+        ) -> Result<Placement> {
+            self.via("hand_over", || {
+                self.inner.hand_over(project, from, to, now_ms, lease_ms)
+            })
+        }
+        fn rejections(&self, limit: u32) -> Result<Vec<Rejection>> {
+            self.via("rejections", || self.inner.rejections(limit))
         }
     };
 }

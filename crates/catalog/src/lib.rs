@@ -11,9 +11,13 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod decorators;
+pub mod fleet;
 pub mod sql;
 
 pub use decorators::{CatalogHook, FaultyCatalog, HookedCatalog, RetryingCatalog};
+pub use fleet::{
+    Fence, HostInfo, HostRecord, HostState, Placement, PlacementState, Rejection, Request,
+};
 pub use sql::SqlCatalog;
 pub use sql::postgres::{Postgres, PostgresCatalog};
 pub use sql::sqlite::{Sqlite, SqliteCatalog};
@@ -119,6 +123,67 @@ pub enum CatalogError {
     /// This scrub's lease ran out and another took it.
     #[error("this scrub lost its lease to {0}; stopped")]
     LeaseLost(String),
+    /// No host of that id is registered.
+    #[error("no host {0:?} is registered (see `strata hosts list`; `strata hosts add` registers one)")]
+    UnknownHost(String),
+    /// A host of that id is registered already.
+    #[error("a host {0:?} is registered already")]
+    HostExists(String),
+    /// The host named cannot take a project now.
+    #[error("host {host} cannot take project {project}: {why}")]
+    HostUnavailable {
+        /// The host.
+        host: String,
+        /// The project.
+        project: ProjectId,
+        /// Why (disabled, draining, full, down).
+        why: String,
+    },
+    /// No registered host can take the project.
+    #[error("no host can take project {project}: {why}")]
+    NoHost {
+        /// The project.
+        project: ProjectId,
+        /// What the hosts lack.
+        why: String,
+    },
+    /// The project is open on another host than the one asked for.
+    #[error(
+        "project {project} is open on host {host} (lease until {expires_ms} ms); move it there with `strata move`, or close it first"
+    )]
+    AlreadyOpen {
+        /// The project.
+        project: ProjectId,
+        /// The host holding its lease.
+        host: String,
+        /// When that lease runs out unless renewed.
+        expires_ms: i64,
+    },
+    /// The project is not open anywhere.
+    #[error("project {0} is not open on any host")]
+    NotOpen(ProjectId),
+    /// A host still has projects: it cannot be removed.
+    #[error(
+        "host {host} still holds {projects} project(s) or is the target of a move; drain it (`strata hosts drain`) and wait until it is disabled"
+    )]
+    HostBusy {
+        /// The host.
+        host: String,
+        /// How many projects hold it.
+        projects: u64,
+    },
+    /// A commit or hand-over by a host (or a save) that does not hold the
+    /// project's lease under its current token: refused and recorded
+    /// (`docs/fleet.md`).
+    #[error("project {project}: {who} was refused: {why}; nothing was committed")]
+    Fenced {
+        /// The project.
+        project: ProjectId,
+        /// Who tried ("host h1 (token 4)", "a save holding no lease").
+        who: String,
+        /// What the lease says now.
+        why: String,
+    },
     /// A failure that may pass (a dropped connection, a restart).
     #[error("catalog {op}: {why} (transient)")]
     Transient {
@@ -208,6 +273,10 @@ pub struct SaveRecord {
     pub started_ms: i64,
     /// When its intents expire unless renewed (ms since the epoch).
     pub expires_ms: i64,
+    /// The project lease the save holds (`None` for a project open on no
+    /// host): its commit is refused unless this is still the lease's
+    /// current grant ([`Catalog::commit_stream`]).
+    pub fence: Option<Fence>,
 }
 
 /// What one page of [`Catalog::scrub_rows`] did.
@@ -245,7 +314,8 @@ pub struct Doomed {
 }
 
 /// Where metadata lives. Methods are grouped by what they serve: the
-/// repository, projects, saves, streams, chunk rows, scrub, leases. Every
+/// repository, projects, saves, streams, chunk rows, scrub, leases, the
+/// fleet. Every
 /// method is one transaction and safe to repeat (see the decorators).
 pub trait Catalog: Send + Sync {
     // ---- The repository ----
@@ -368,7 +438,11 @@ pub trait Catalog: Send + Sync {
     /// [`CatalogError::BaseGone`] when an incremental's start snapshot is no
     /// longer the end of a stream of the project;
     /// [`CatalogError::BaseUnreachable`] when it is, but no chain from a
-    /// full stream reaches it; backend failures. Nothing is committed then.
+    /// full stream reaches it; [`CatalogError::Fenced`] when the project is
+    /// open on a host and the save does not hold that lease's current,
+    /// unexpired grant (at the stream's `created_ms`), or the save holds a
+    /// lease the project no longer has (the refusal is recorded,
+    /// [`Catalog::rejections`]); backend failures. Nothing is committed then.
     fn commit_stream(
         &self,
         save: SaveId,
@@ -523,4 +597,129 @@ pub trait Catalog: Send + Sync {
     /// # Errors
     /// When the backend fails.
     fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
+    // ---- The fleet: hosts, placement, the project lease (`docs/fleet.md`) ----
+
+    /// Registers a host.
+    ///
+    /// # Errors
+    /// [`CatalogError::HostExists`]; backend failures.
+    fn add_host(&self, host: &HostRecord) -> Result<()>;
+
+    /// Every host with what it holds, by id.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn hosts(&self) -> Result<Vec<HostInfo>>;
+
+    /// Sets a host's state. Draining asks every project it holds to move
+    /// to a host placement chooses (granting at once those whose lease ran
+    /// out) and disables the host when it holds none; the placements it
+    /// changed are returned (a held one left without `move_to` found no
+    /// host with room: drain again later).
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownHost`]; backend failures.
+    fn set_host_state(
+        &self,
+        host: &str,
+        state: HostState,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Placement>>;
+
+    /// Removes a host that holds no project and is no move's target, with
+    /// its local copies' records.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownHost`], [`CatalogError::HostBusy`]; backend
+    /// failures.
+    fn remove_host(&self, host: &str) -> Result<()>;
+
+    /// An agent's heartbeat: records it and its version, renews until
+    /// `now_ms + lease_ms` every lease the host holds that has not run out
+    /// (a lapsed one is never revived: it may have been granted again), and
+    /// returns the placements that name the host (held, or moving to it).
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownHost`]; backend failures.
+    fn heartbeat(
+        &self,
+        host: &str,
+        agent_version: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Placement>>;
+
+    /// Records that `host` has a local copy of `project` at `snapshot`
+    /// (`None`: it has none any more). Placement prefers such hosts.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownHost`]; backend failures.
+    fn set_copy(
+        &self,
+        host: &str,
+        project: ProjectId,
+        snapshot: Option<&SnapshotId>,
+        now_ms: i64,
+    ) -> Result<()>;
+
+    /// The hosts with a local copy of `project`, and the snapshot each has.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn copies(&self, project: ProjectId) -> Result<Vec<(String, SnapshotId)>>;
+
+    /// A project's placement, if it was ever opened.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn placement(&self, project: ProjectId) -> Result<Option<Placement>>;
+
+    /// Every placement that is not closed, by project.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn placements(&self) -> Result<Vec<Placement>>;
+
+    /// Asks for a project to be opened, closed or moved (`docs/fleet.md`:
+    /// how a host is chosen, what a lapsed lease allows), granting a lease
+    /// of `lease_ms` where it grants one. Repeating a request that went
+    /// through changes nothing. `None`: a close of a project never opened.
+    ///
+    /// # Errors
+    /// [`CatalogError::UnknownHost`], [`CatalogError::HostUnavailable`],
+    /// [`CatalogError::NoHost`], [`CatalogError::AlreadyOpen`],
+    /// [`CatalogError::NotOpen`]; backend failures.
+    fn request(
+        &self,
+        project: ProjectId,
+        request: &Request,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Placement>>;
+
+    /// The lease holder lets the project go: to nobody (`to: None`, after
+    /// its last save on close) or to host `to` under a new token (a move's
+    /// cut-over), in one transaction. A draining host left with nothing is
+    /// disabled in the same transaction.
+    ///
+    /// # Errors
+    /// [`CatalogError::Fenced`] unless `from` holds the lease under `token`
+    /// and it has not run out at `now_ms` (recorded);
+    /// [`CatalogError::HostUnavailable`] when `to` is not enabled; backend
+    /// failures.
+    fn hand_over(
+        &self,
+        project: ProjectId,
+        from: &Fence,
+        to: Option<&str>,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Placement>;
+
+    /// The newest refused commits and hand-overs, newest first.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn rejections(&self, limit: u32) -> Result<Vec<Rejection>>;
 }

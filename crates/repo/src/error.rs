@@ -102,7 +102,17 @@ pub fn catalog_kind(e: &strata_catalog::CatalogError) -> ErrorKind {
         C::SaveGone(_) | C::BaseGone(_) | C::BaseUnreachable(_) | C::StartNeeded { .. } => {
             ErrorKind::Retry
         }
-        C::NameTaken(_) | C::Config(_) | C::PermissionDenied { .. } => ErrorKind::Input,
+        C::NameTaken(_)
+        | C::Config(_)
+        | C::PermissionDenied { .. }
+        | C::UnknownHost(_)
+        | C::HostExists(_)
+        | C::HostUnavailable { .. }
+        | C::NoHost { .. }
+        | C::AlreadyOpen { .. }
+        | C::NotOpen(_)
+        | C::HostBusy { .. }
+        | C::Fenced { .. } => ErrorKind::Input,
         C::Invalid(_) => ErrorKind::Corrupt,
         _ => ErrorKind::System,
     }

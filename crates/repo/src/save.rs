@@ -12,7 +12,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_catalog::{NewChunk, Project, SaveRecord};
+use strata_catalog::{Fence, NewChunk, PlacementState, Project, SaveRecord};
 use strata_chunk::pipe::pipe;
 use strata_chunk::save_stream;
 use strata_core::{SaveId, SnapshotId, StreamId, StreamInfo};
@@ -91,6 +91,30 @@ pub fn save_host(repo: &Repository) -> String {
     host
 }
 
+/// The project lease a save on this host holds (`docs/fleet.md`): the
+/// current grant when this host ([`Repository::host_id`]) holds it, run out
+/// or not (the commit judges that); none for a project open nowhere. A
+/// project open on another host is not saved here: its commit would be
+/// refused.
+fn lease_held(repo: &Repository, project: &Project) -> Result<Option<Fence>> {
+    let Some(p) = repo.catalog.placement(project.id)? else {
+        return Ok(None);
+    };
+    if p.state != PlacementState::Closed && p.host.as_deref() == Some(repo.host_id.as_str()) {
+        return Ok(Some(Fence {
+            host: repo.host_id.clone(),
+            token: p.token,
+        }));
+    }
+    match p.holder(repo.clock.now_ms()) {
+        Some(h) => Err(Error::Input(format!(
+            "project {} is open on host {h}: save it there, or close it (strata close {}) first",
+            project.name, project.name
+        ))),
+        None => Ok(None),
+    }
+}
+
 /// Saves the directory `dir` into `repo`.
 ///
 /// # Errors
@@ -128,6 +152,8 @@ pub fn save(
             snapshot: String::new(),
         })?;
     }
+
+    let fence = lease_held(repo, &project)?;
 
     // The base: the snapshot the directory's index describes (its header
     // names it; the index rename is what records a save or restore, so a
@@ -219,6 +245,7 @@ pub fn save(
         process_start: process_start(pid).unwrap_or(0),
         started_ms: now,
         expires_ms: now + ttl_ms,
+        fence,
     })?;
     let renew = || {
         if let Err(e) = repo

@@ -14,6 +14,7 @@
 //! `CAST(… AS BIGINT)` on sums and untyped parameters, row-value
 //! comparisons, `WITH RECURSIVE`, integers as 64-bit, chunk ids as blobs.
 
+mod fleet;
 pub(crate) mod postgres;
 mod protocol;
 pub(crate) mod sqlite;

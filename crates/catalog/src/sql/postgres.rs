@@ -105,7 +105,53 @@ CREATE TABLE leases (
     owner TEXT NOT NULL,
     expires_ms BIGINT NOT NULL
 );
-"#];
+""#,
+    // The fleet: hosts, placement, the project lease (docs/fleet.md).
+    r#"
+ALTER TABLE saves ADD COLUMN fence_host TEXT;
+ALTER TABLE saves ADD COLUMN fence_token BIGINT;
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    state TEXT NOT NULL,
+    max_projects BIGINT NOT NULL,
+    max_bytes BIGINT NOT NULL,
+    heartbeat_ms BIGINT,
+    agent_version TEXT,
+    added_ms BIGINT NOT NULL
+);
+CREATE TABLE placements (
+    project TEXT PRIMARY KEY REFERENCES projects(id),
+    state TEXT NOT NULL,
+    host TEXT REFERENCES hosts(id),
+    token BIGINT NOT NULL,
+    since_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    move_to TEXT REFERENCES hosts(id),
+    last_host TEXT
+);
+CREATE INDEX placements_by_host ON placements(host);
+CREATE INDEX placements_by_target ON placements(move_to);
+CREATE TABLE host_copies (
+    host TEXT NOT NULL REFERENCES hosts(id),
+    project TEXT NOT NULL REFERENCES projects(id),
+    snapshot TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (host, project)
+);
+CREATE INDEX host_copies_by_project ON host_copies(project);
+CREATE TABLE rejections (
+    at_ms BIGINT NOT NULL,
+    project TEXT NOT NULL,
+    host TEXT NOT NULL,
+    token BIGINT NOT NULL,
+    why TEXT NOT NULL,
+    PRIMARY KEY (project, at_ms, host, token)
+);
+CREATE INDEX rejections_by_time ON rejections(at_ms);
+"#,
+];
 
 /// Least privilege (`docs/deploy.md`), applied by every migration run to
 /// the roles that exist: `strata_host`, what a compute host needs to save,
@@ -120,6 +166,10 @@ DO $$ BEGIN
     GRANT UPDATE (unref_since_ms) ON chunks TO strata_host;
     GRANT UPDATE (expires_ms) ON saves TO strata_host;
     GRANT DELETE ON saves, intents TO strata_host;
+    GRANT UPDATE (heartbeat_ms, agent_version, state) ON hosts TO strata_host;
+    GRANT INSERT, UPDATE ON placements TO strata_host;
+    GRANT INSERT, UPDATE, DELETE ON host_copies TO strata_host;
+    GRANT INSERT ON rejections TO strata_host;
   END IF;
   IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'strata_maint') THEN
     GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO strata_maint;

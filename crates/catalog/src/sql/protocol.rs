@@ -7,10 +7,10 @@ use strata_core::{
     StreamInfo,
 };
 
-use super::{Dialect, Mode, Row, Tx, Value};
+use super::{Dialect, Mode, Row, Tx, Value, fleet};
 use crate::{
-    Catalog, CatalogError, Doomed, NewChunk, Project, ProjectSummary, Result, RowsPage,
-    SCRUB_LEASE, SaveRecord,
+    Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostState, NewChunk, Placement,
+    Project, ProjectSummary, Rejection, Request, Result, RowsPage, SCRUB_LEASE, SaveRecord,
 };
 
 /// A catalog on a SQL database: the protocol over a [`Dialect`].
@@ -19,7 +19,7 @@ pub struct SqlCatalog<D> {
     pub(crate) db: D,
 }
 
-fn parse<T: std::str::FromStr>(s: &str) -> Result<T>
+pub(super) fn parse<T: std::str::FromStr>(s: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -125,6 +125,13 @@ fn save_from_row(r: &Row) -> Result<SaveRecord> {
         process_start: r.int(3)? as u64,
         started_ms: r.int(4)?,
         expires_ms: r.int(5)?,
+        fence: match (r.opt_text(6)?, r.opt_int(7)?) {
+            (Some(host), Some(token)) => Some(Fence {
+                host,
+                token: token as u64,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -140,6 +147,9 @@ WITH RECURSIVE up(snap) AS (
 )
 SELECT 1 FROM streams s JOIN up ON s.end_snap = up.snap
 WHERE s.project = ?1 AND s.start_snap IS NULL LIMIT 1";
+
+const SAVE_BY_ID: &str = "SELECT id, host, pid, process_start, started_ms, expires_ms, \
+     fence_host, fence_token FROM saves WHERE id = ?1";
 
 const ENDS_AT: &str = "SELECT 1 FROM streams WHERE project = ?1 AND end_snap = ?2";
 
@@ -310,8 +320,9 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
     fn begin_save(&self, save: &SaveRecord) -> Result<()> {
         self.db.transaction(Mode::WriteRelaxed, "begin_save", |tx| {
             tx.exec(
-                "INSERT INTO saves (id, host, pid, process_start, started_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                "INSERT INTO saves (id, host, pid, process_start, started_ms, expires_ms,
+                                    fence_host, fence_token)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
                 &[
                     save.id.to_string().into(),
                     save.host.as_str().into(),
@@ -319,6 +330,8 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
                     save.process_start.into(),
                     save.started_ms.into(),
                     save.expires_ms.into(),
+                    save.fence.as_ref().map(|f| f.host.as_str()).into(),
+                    save.fence.as_ref().map(|f| f.token).into(),
                 ],
             )?;
             Ok(())
@@ -383,7 +396,7 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
     fn saves(&self) -> Result<Vec<SaveRecord>> {
         self.db.transaction(Mode::Read, "saves", |tx| {
             tx.query(
-                "SELECT id, host, pid, process_start, started_ms, expires_ms FROM saves ORDER BY id",
+                "SELECT id, host, pid, process_start, started_ms, expires_ms, fence_host, fence_token FROM saves ORDER BY id",
                 &[],
             )?
             .iter()
@@ -396,7 +409,7 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
         self.db.transaction(Mode::Write, "expire_saves", |tx| {
             let expired = tx
                 .query(
-                    "SELECT id, host, pid, process_start, started_ms, expires_ms FROM saves
+                    "SELECT id, host, pid, process_start, started_ms, expires_ms, fence_host, fence_token FROM saves
                      WHERE expires_ms < ?1 ORDER BY id",
                     &[now_ms.into()],
                 )?
@@ -417,7 +430,8 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
         manifest: &[ManifestEntry],
         new_chunks: &[NewChunk],
     ) -> Result<()> {
-        self.db.transaction(Mode::Write, "commit_stream", |tx| {
+        let mut fence = None;
+        let r = self.db.transaction(Mode::Write, "commit_stream", |tx| {
             // A retry of a commit that went through: nothing to do.
             if let Some(row) = tx.one(STREAM_BY_ID, &[s.id.to_string().into()])? {
                 return if stream_from_row(&row)? == *s {
@@ -430,8 +444,19 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
                 };
             }
             // Only a save whose intents still stand may commit.
-            if !save_exists(tx, save)? {
+            let Some(record) = tx
+                .query(SAVE_BY_ID, &[save.to_string().into()])?
+                .first()
+                .map(save_from_row)
+                .transpose()?
+            else {
                 return Err(CatalogError::SaveGone(save));
+            };
+            // Only the holder of the project's lease, under its current
+            // token, before it runs out (docs/fleet.md).
+            fence = record.fence;
+            if let Some(e) = fleet::fence_refusal(tx, s.project, fence.as_ref(), s.created_ms)? {
+                return Err(e);
             }
             let project = Value::from(s.project.to_string());
             // An incremental needs its start, restorable: a trim running
@@ -502,7 +527,11 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
                 }
             }
             drop_save(tx, &save.to_string())
-        })
+        });
+        if let Err(e) = &r {
+            fleet::record_refusal(&self.db, s.project, fence.as_ref(), s.created_ms, e);
+        }
+        r
     }
 
     fn streams(&self, project: ProjectId) -> Result<Vec<StreamInfo>> {
@@ -894,6 +923,84 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
                 &[before_ms.into()],
             )
         })
+    }
+    fn add_host(&self, host: &HostRecord) -> Result<()> {
+        fleet::add_host(&self.db, host)
+    }
+
+    fn hosts(&self) -> Result<Vec<HostInfo>> {
+        fleet::hosts(&self.db)
+    }
+
+    fn set_host_state(
+        &self,
+        host: &str,
+        state: HostState,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Placement>> {
+        fleet::set_host_state(&self.db, host, state, now_ms, lease_ms)
+    }
+
+    fn remove_host(&self, host: &str) -> Result<()> {
+        fleet::remove_host(&self.db, host)
+    }
+
+    fn heartbeat(
+        &self,
+        host: &str,
+        agent_version: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Placement>> {
+        fleet::heartbeat(&self.db, host, agent_version, now_ms, lease_ms)
+    }
+
+    fn set_copy(
+        &self,
+        host: &str,
+        project: ProjectId,
+        snapshot: Option<&SnapshotId>,
+        now_ms: i64,
+    ) -> Result<()> {
+        fleet::set_copy(&self.db, host, project, snapshot, now_ms)
+    }
+
+    fn copies(&self, project: ProjectId) -> Result<Vec<(String, SnapshotId)>> {
+        fleet::copies(&self.db, project)
+    }
+
+    fn placement(&self, project: ProjectId) -> Result<Option<Placement>> {
+        fleet::get_placement(&self.db, project)
+    }
+
+    fn placements(&self) -> Result<Vec<Placement>> {
+        fleet::placements(&self.db)
+    }
+
+    fn request(
+        &self,
+        project: ProjectId,
+        request: &Request,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Placement>> {
+        fleet::request(&self.db, project, request, now_ms, lease_ms)
+    }
+
+    fn hand_over(
+        &self,
+        project: ProjectId,
+        from: &Fence,
+        to: Option<&str>,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Placement> {
+        fleet::hand_over(&self.db, project, from, to, now_ms, lease_ms)
+    }
+
+    fn rejections(&self, limit: u32) -> Result<Vec<Rejection>> {
+        fleet::rejections(&self.db, limit)
     }
 }
 

@@ -95,6 +95,50 @@ CREATE TABLE leases (
     owner TEXT NOT NULL,
     expires_ms INTEGER NOT NULL
 );
+"#,    // The fleet: hosts, placement, the project lease (docs/fleet.md).
+    r#"
+ALTER TABLE saves ADD COLUMN fence_host TEXT;
+ALTER TABLE saves ADD COLUMN fence_token INTEGER;
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    state TEXT NOT NULL,
+    max_projects INTEGER NOT NULL,
+    max_bytes INTEGER NOT NULL,
+    heartbeat_ms INTEGER,
+    agent_version TEXT,
+    added_ms INTEGER NOT NULL
+);
+CREATE TABLE placements (
+    project TEXT PRIMARY KEY REFERENCES projects(id),
+    state TEXT NOT NULL,
+    host TEXT REFERENCES hosts(id),
+    token INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    move_to TEXT REFERENCES hosts(id),
+    last_host TEXT
+);
+CREATE INDEX placements_by_host ON placements(host);
+CREATE INDEX placements_by_target ON placements(move_to);
+CREATE TABLE host_copies (
+    host TEXT NOT NULL REFERENCES hosts(id),
+    project TEXT NOT NULL REFERENCES projects(id),
+    snapshot TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (host, project)
+);
+CREATE INDEX host_copies_by_project ON host_copies(project);
+CREATE TABLE rejections (
+    at_ms INTEGER NOT NULL,
+    project TEXT NOT NULL,
+    host TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    why TEXT NOT NULL,
+    PRIMARY KEY (project, at_ms, host, token)
+);
+CREATE INDEX rejections_by_time ON rejections(at_ms);
 "#,
 ];
 

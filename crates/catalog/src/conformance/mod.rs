@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::{Catalog, CatalogError, NewChunk, SCRUB_LEASE, SaveRecord};
 
+mod fleet;
+pub use fleet::{hosts_lifecycle, lease_fencing, moves_and_drains, placement_choice};
+
 /// Runs every case, each on a catalog `make` returns fresh. `exact`: page
 /// counts are exact (false under retried faults, where a page whose first
 /// attempt committed reports what its retry found).
@@ -24,6 +27,10 @@ pub fn run_all<C: Catalog>(make: &dyn Fn() -> C, exact: bool) {
     deletes_keep_every_start(&make());
     gc_protocol(&make(), exact);
     orphans_among_many(&make());
+    hosts_lifecycle(&make());
+    placement_choice(&make());
+    lease_fencing(&make());
+    moves_and_drains(&make());
 }
 
 /// Scrub's orphan test over a listing page wider than the catalog's range
@@ -83,6 +90,7 @@ pub fn begin(cat: &dyn Catalog, expires_ms: i64) -> SaveId {
         process_start: 7,
         started_ms: 1,
         expires_ms,
+        fence: None,
     };
     cat.begin_save(&save).unwrap();
     cat.begin_save(&save).unwrap(); // a retried begin

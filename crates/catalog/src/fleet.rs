@@ -1,0 +1,224 @@
+//! The fleet's records (`docs/fleet.md`): compute hosts, where each
+//! project is open, and the project lease with its fencing token.
+//!
+//! A project is open on at most one host at a time, under a lease the
+//! catalog grants: a host id, a token and an expiry. Every grant of the
+//! lease to a host (an open, a takeover after expiry, a move's cut-over)
+//! takes a token one higher than any before it for that project, and a
+//! commit of a stream is accepted only from the save that holds the
+//! current token of an unexpired lease ([`crate::Catalog::commit_stream`]),
+//! so a host that lost its lease can never commit for that project again.
+
+use std::fmt;
+use std::str::FromStr;
+
+use strata_core::ProjectId;
+
+/// Whether a host takes projects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostState {
+    /// Chosen for projects.
+    Enabled,
+    /// Never chosen; keeps what it has open.
+    Disabled,
+    /// Never chosen; its projects are being moved away, after which it is
+    /// disabled.
+    Draining,
+}
+
+impl HostState {
+    /// Its name in the catalog and in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Enabled => "enabled",
+            HostState::Disabled => "disabled",
+            HostState::Draining => "draining",
+        }
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HostState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enabled" => Ok(HostState::Enabled),
+            "disabled" => Ok(HostState::Disabled),
+            "draining" => Ok(HostState::Draining),
+            other => Err(format!(
+                "host state {other:?} is not enabled, disabled or draining"
+            )),
+        }
+    }
+}
+
+/// A compute host as registered by `strata hosts add`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    /// Its id: what its agent and its saves call it (`STRATA_HOST_ID`).
+    pub id: String,
+    /// Where operators reach it (informational; the catalog never connects).
+    pub address: String,
+    /// Its failure zone.
+    pub zone: String,
+    /// Whether it takes projects.
+    pub state: HostState,
+    /// How many projects it may have open at once.
+    pub max_projects: u64,
+    /// How many bytes of projects it may hold open (their newest full
+    /// streams' lengths, summed).
+    pub max_bytes: u64,
+    /// Its agent's last heartbeat (ms since the epoch), if any.
+    pub heartbeat_ms: Option<i64>,
+    /// The version its agent reported with that heartbeat.
+    pub agent_version: Option<String>,
+    /// When it was added.
+    pub added_ms: i64,
+}
+
+/// A host with what it has open, for listings and the monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// The host.
+    pub host: HostRecord,
+    /// Projects it holds the lease of (open or closing, expired or not).
+    pub open: u64,
+    /// Their bytes, as counted against [`HostRecord::max_bytes`].
+    pub open_bytes: u64,
+    /// Projects it has a local copy of.
+    pub copies: u64,
+}
+
+/// Where a project stands in the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlacementState {
+    /// Open on its host, which serves and saves it.
+    Open,
+    /// Its host is asked to save it a last time and let it go.
+    Closing,
+    /// Open nowhere; its last saved snapshot is what it holds.
+    Closed,
+}
+
+impl PlacementState {
+    /// Its name in the catalog and in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementState::Open => "open",
+            PlacementState::Closing => "closing",
+            PlacementState::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for PlacementState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PlacementState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(PlacementState::Open),
+            "closing" => Ok(PlacementState::Closing),
+            "closed" => Ok(PlacementState::Closed),
+            other => Err(format!(
+                "placement state {other:?} is not open, closing or closed"
+            )),
+        }
+    }
+}
+
+/// A project's placement and lease. One per project that was ever
+/// opened; a closed one keeps its token, so tokens only grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The project.
+    pub project: ProjectId,
+    /// Its state.
+    pub state: PlacementState,
+    /// The host holding the lease (`None` when closed).
+    pub host: Option<String>,
+    /// The fencing token of the newest grant of the lease.
+    pub token: u64,
+    /// When the lease was granted to `host` (ms since the epoch).
+    pub since_ms: i64,
+    /// When the lease runs out unless its host renews it.
+    pub expires_ms: i64,
+    /// The host a requested move goes to.
+    pub move_to: Option<String>,
+    /// The host that held the lease before this one (whose zone and local
+    /// copy placement prefers).
+    pub last_host: Option<String>,
+}
+
+impl Placement {
+    /// The host holding a lease that has not run out at `now_ms`.
+    pub fn holder(&self, now_ms: i64) -> Option<&str> {
+        match self.state {
+            PlacementState::Closed => None,
+            _ if self.expires_ms < now_ms => None,
+            _ => self.host.as_deref(),
+        }
+    }
+
+    /// The lease as a save on `host` holds it, if `host` holds it at
+    /// `now_ms`.
+    pub fn fence_for(&self, host: &str, now_ms: i64) -> Option<Fence> {
+        (self.holder(now_ms) == Some(host)).then(|| Fence {
+            host: host.to_string(),
+            token: self.token,
+        })
+    }
+}
+
+/// What a save holds of a project's lease: the host and the token it was
+/// granted. Checked by the commit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The host.
+    pub host: String,
+    /// The token.
+    pub token: u64,
+}
+
+/// What an operator (or the platform) asks of a project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Open it: on the host named, else on one placement chooses.
+    Open {
+        /// The host asked for.
+        on: Option<String>,
+    },
+    /// Close it: its host saves it and lets it go. A project whose lease
+    /// ran out is closed at once (nobody holds anything to save).
+    Close,
+    /// Move it to a host: its host hands it over (`docs/fleet.md`). A
+    /// project whose lease ran out is granted to that host at once.
+    Move {
+        /// The target.
+        to: String,
+    },
+}
+
+/// A commit the fencing token refused, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// When (the committing host's clock).
+    pub at_ms: i64,
+    /// The project.
+    pub project: ProjectId,
+    /// The host that tried (empty for a save that held no lease).
+    pub host: String,
+    /// The token it held (0 for none).
+    pub token: u64,
+    /// Why it was refused.
+    pub why: String,
+}
