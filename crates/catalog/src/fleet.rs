@@ -39,7 +39,7 @@ impl HostState {
 
 impl fmt::Display for HostState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -118,7 +118,7 @@ impl PlacementState {
 
 impl fmt::Display for PlacementState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

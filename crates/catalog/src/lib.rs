@@ -124,7 +124,9 @@ pub enum CatalogError {
     #[error("this scrub lost its lease to {0}; stopped")]
     LeaseLost(String),
     /// No host of that id is registered.
-    #[error("no host {0:?} is registered (see `strata hosts list`; `strata hosts add` registers one)")]
+    #[error(
+        "no host {0:?} is registered (see `strata hosts list`; `strata hosts add` registers one)"
+    )]
     UnknownHost(String),
     /// A host of that id is registered already.
     #[error("a host {0:?} is registered already")]
@@ -149,7 +151,7 @@ pub enum CatalogError {
     },
     /// The project is open on another host than the one asked for.
     #[error(
-        "project {project} is open on host {host} (lease until {expires_ms} ms); move it there with `strata move`, or close it first"
+        "project {project} is open on host {host}; move it with `strata move`, or close it first"
     )]
     AlreadyOpen {
         /// The project.
@@ -192,6 +194,14 @@ pub enum CatalogError {
         /// What happened.
         why: String,
     },
+}
+
+impl CatalogError {
+    /// The message with the project id `id` replaced by its name, for
+    /// people (the catalog's errors name projects by id).
+    pub fn naming(&self, id: ProjectId, name: &str) -> String {
+        self.to_string().replace(&id.to_string(), name)
+    }
 }
 
 impl strata_core::Transient for CatalogError {

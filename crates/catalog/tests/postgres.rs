@@ -167,3 +167,98 @@ fn wrong_ca_expired_certificate_wrong_host_and_loose_password_files_are_refused_
         "{err}"
     );
 }
+
+/// The fleet under least privilege: the compute host's role heartbeats,
+/// records its copies, commits under its lease, hands a project over and
+/// has a late commit refused and recorded; it cannot add hosts, change a
+/// host's capacity, or open projects (the maintenance role does).
+#[test]
+fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
+    use strata_catalog::{CatalogError, Fence, HostRecord, HostState, Request};
+    use strata_core::SnapshotId;
+    let Some(admin) = admin_url() else { return };
+    let url = fresh_database(&admin);
+    PostgresCatalog::migrate(&url).unwrap();
+    let as_role = |role: &str| {
+        url.replacen("strata_admin@", &format!("{role}@"), 1)
+            .replace("secrets/strata_admin", &format!("secrets/{role}"))
+    };
+    let host = PostgresCatalog::connect(&as_role("strata_host"), 2).unwrap();
+    let maint = PostgresCatalog::connect(&as_role("strata_maint"), 2).unwrap();
+    let record = |id: &str| HostRecord {
+        id: id.into(),
+        address: String::new(),
+        zone: "z".into(),
+        state: HostState::Enabled,
+        max_projects: 5,
+        max_bytes: 0,
+        heartbeat_ms: None,
+        agent_version: None,
+        added_ms: 1,
+    };
+    let denied = |r: Result<(), CatalogError>, what: &str| {
+        let err = r.expect_err(what);
+        assert!(
+            matches!(err, CatalogError::PermissionDenied { .. }),
+            "{what}: {err}"
+        );
+    };
+    denied(host.add_host(&record("h1")), "a host adds a host");
+    maint.add_host(&record("h1")).unwrap();
+    maint.add_host(&record("h2")).unwrap();
+    let p = host.create_project("p", 1).unwrap().id;
+    denied(
+        host.request(
+            p,
+            &Request::Open {
+                on: Some("h1".into()),
+            },
+            10,
+            60_000,
+        )
+        .map(|_| ()),
+        "a host opens a project",
+    );
+    assert!(host.placement(p).unwrap().is_none());
+    let lease = maint
+        .request(
+            p,
+            &Request::Open {
+                on: Some("h1".into()),
+            },
+            10,
+            60_000,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(host.heartbeat("h1", "v1", 20, 60_000).unwrap().len(), 1);
+    host.set_copy("h1", p, Some(&SnapshotId::new(5, 1)), 20)
+        .unwrap();
+    let fence = Fence {
+        host: "h1".into(),
+        token: lease.token,
+    };
+    let commit = |fence: &Fence, end: SnapshotId, start: Option<SnapshotId>, now: i64| {
+        conformance::commit_fenced(&host, p, Some(fence.clone()), start, end, now)
+    };
+    commit(&fence, SnapshotId::new(30, 1), None, 30).unwrap();
+    // The move's cut-over, by the holding host's role.
+    maint
+        .request(p, &Request::Move { to: "h2".into() }, 40, 60_000)
+        .unwrap();
+    let moved = host.hand_over(p, &fence, Some("h2"), 50, 60_000).unwrap();
+    assert_eq!((moved.host.as_deref(), moved.token), (Some("h2"), 2));
+    let err = commit(
+        &fence,
+        SnapshotId::new(60, 1),
+        Some(SnapshotId::new(30, 1)),
+        60,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CatalogError::Fenced { .. }), "{err}");
+    let refused = maint.rejections(5).unwrap();
+    assert_eq!(refused.len(), 1, "recorded by the host's role");
+    assert_eq!((refused[0].host.as_str(), refused[0].token), ("h1", 1));
+    assert_eq!(host.streams(p).unwrap().len(), 1);
+    denied(host.remove_host("h1"), "a host removes a host");
+}

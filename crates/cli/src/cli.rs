@@ -70,6 +70,16 @@ pub enum Command {
     Check(commands::check::Args),
     /// Delete chunk bytes no committed stream or running save needs.
     Scrub(commands::scrub::Args),
+    /// The fleet's compute hosts: list, add, disable, enable, drain, remove.
+    Hosts(commands::hosts::Args),
+    /// Open a project on a host (chosen, or --on HOST), under a lease.
+    Open(commands::placement::OpenArgs),
+    /// Close a project: its host saves it a last time and lets it go.
+    Close(commands::placement::CloseArgs),
+    /// Move an open project to another host.
+    Move(commands::placement::MoveArgs),
+    /// Where projects are open, their leases, and refused commits.
+    Placements,
 }
 
 /// Runs the command line; returns the exit code.
@@ -140,5 +150,10 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Retention(a) => commands::retention::run(&repo, a, out),
         Command::Check(a) => commands::check::run(&repo, a, out),
         Command::Scrub(a) => commands::scrub::run(&repo, a, out),
+        Command::Hosts(a) => commands::hosts::run(&repo, a, out),
+        Command::Open(a) => commands::placement::open(&repo, a, out),
+        Command::Close(a) => commands::placement::close(&repo, a, out),
+        Command::Move(a) => commands::placement::move_to(&repo, a, out),
+        Command::Placements => commands::placement::list(&repo, out),
     }
 }

@@ -40,6 +40,9 @@ pub struct RepoConfig {
     /// How the engines run external commands (host-local).
     #[serde(default)]
     pub commands: CommandsSection,
+    /// The fleet: project leases (`docs/fleet.md`).
+    #[serde(default)]
+    pub fleet: FleetSection,
     /// This host's id, when `STRATA_HOST_ID` does not say (default: the
     /// machine id). Hosts sharing a repository must have distinct ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +116,31 @@ impl Default for CommandsSection {
     }
 }
 
+/// `[fleet]`: how long a project lease lasts unless its host's agent
+/// renews it (`docs/fleet.md`). Every host and operator of a repository
+/// should use the same value: it is also how long a host may stay silent
+/// before it counts as down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// Seconds a lease lasts from its grant or last renewal (default 30,
+    /// at least 1).
+    pub lease_secs: u64,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        Self { lease_secs: 30 }
+    }
+}
+
+impl FleetSection {
+    /// The lease in milliseconds.
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
 /// `[chunker]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -171,6 +199,7 @@ impl Default for RepoConfig {
             zfs: FsEngineSection::default(),
             btrfs: FsEngineSection::default(),
             commands: CommandsSection::default(),
+            fleet: FleetSection::default(),
             host_id: None,
         }
     }
@@ -204,6 +233,9 @@ impl RepoConfig {
         let ratio = cfg.rebase.max_incremental_ratio;
         if ratio.is_nan() || ratio <= 0.0 {
             return Err(bad("[rebase] max-incremental-ratio must be above 0".into()));
+        }
+        if cfg.fleet.lease_secs == 0 {
+            return Err(bad("[fleet] lease-secs must be at least 1".into()));
         }
         if cfg.commands.max_children == 0 {
             return Err(bad("[commands] max-children must be at least 1".into()));

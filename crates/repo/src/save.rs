@@ -295,7 +295,14 @@ pub fn save(
             })
             .collect();
         repo.catalog
-            .commit_stream(save_id, &stream, &stored.manifest, &new_chunks)?;
+            .commit_stream(save_id, &stream, &stored.manifest, &new_chunks)
+            .map_err(|e| match e {
+                // Named for people: the fencing token refused it.
+                e @ strata_catalog::CatalogError::Fenced { .. } => {
+                    Error::Input(e.naming(project.id, &project.name))
+                }
+                e => e.into(),
+            })?;
         Ok::<_, Error>((sent, stream))
     });
     let (sent, stream) = match result {

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::{Catalog, CatalogError, NewChunk, SCRUB_LEASE, SaveRecord};
 
 mod fleet;
-pub use fleet::{hosts_lifecycle, lease_fencing, moves_and_drains, placement_choice};
+pub use fleet::{
+    commit as commit_fenced, hosts_lifecycle, lease_fencing, moves_and_drains, placement_choice,
+};
 
 /// Runs every case, each on a catalog `make` returns fresh. `exact`: page
 /// counts are exact (false under retried faults, where a page whose first

@@ -60,23 +60,39 @@ fn placement(tx: &mut impl Tx, project: ProjectId) -> Result<Option<Placement>> 
         .transpose()
 }
 
-/// Writes a placement row whole (insert or replace).
+fn placement_values(p: &Placement) -> [Value; 8] {
+    [
+        p.project.to_string().into(),
+        p.state.as_str().into(),
+        p.host.clone().into(),
+        p.token.into(),
+        p.since_ms.into(),
+        p.expires_ms.into(),
+        p.move_to.clone().into(),
+        p.last_host.clone().into(),
+    ]
+}
+
+/// Writes a placement row whole (insert or replace): operators' requests.
 fn put(tx: &mut impl Tx, p: &Placement) -> Result<()> {
     tx.exec(
         "INSERT INTO placements (project, state, host, token, since_ms, expires_ms, move_to, last_host)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (project) DO UPDATE SET state = ?2, host = ?3, token = ?4, since_ms = ?5,
              expires_ms = ?6, move_to = ?7, last_host = ?8",
-        &[
-            p.project.to_string().into(),
-            p.state.as_str().into(),
-            p.host.clone().into(),
-            p.token.into(),
-            p.since_ms.into(),
-            p.expires_ms.into(),
-            p.move_to.clone().into(),
-            p.last_host.clone().into(),
-        ],
+        &placement_values(p),
+    )?;
+    Ok(())
+}
+
+/// Rewrites an existing placement row: a host's hand-over, which may
+/// change placements but never create one (the host role has no INSERT).
+fn update(tx: &mut impl Tx, p: &Placement) -> Result<()> {
+    tx.exec(
+        "UPDATE placements SET state = ?2, host = ?3, token = ?4, since_ms = ?5,
+             expires_ms = ?6, move_to = ?7, last_host = ?8
+         WHERE project = ?1",
+        &placement_values(p),
     )?;
     Ok(())
 }
@@ -102,7 +118,14 @@ const HOSTS: &str = "SELECT id, address, zone, state, max_projects, max_bytes, h
 /// down when its agent has been heard from, but not within `lease_ms` (its
 /// leases would have run out); one never heard from may be run without an
 /// agent, so it is not.
-fn unfit(h: &HostRecord, open: u64, open_bytes: u64, bytes: u64, now_ms: i64, lease_ms: i64) -> Option<String> {
+fn unfit(
+    h: &HostRecord,
+    open: u64,
+    open_bytes: u64,
+    bytes: u64,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Option<String> {
     if h.state != HostState::Enabled {
         return Some(format!("it is {}", h.state));
     }
@@ -115,7 +138,10 @@ fn unfit(h: &HostRecord, open: u64, open_bytes: u64, bytes: u64, now_ms: i64, le
         ));
     }
     if open >= h.max_projects {
-        return Some(format!("it is full ({open} of {} projects)", h.max_projects));
+        return Some(format!(
+            "it is full ({open} of {} projects)",
+            h.max_projects
+        ));
     }
     if h.max_bytes > 0 && open_bytes.saturating_add(bytes) > h.max_bytes {
         return Some(format!(
@@ -181,7 +207,12 @@ fn choose(
         .iter()
         .map(|r| r.text(0))
         .collect::<Result<_>>()?;
-    let zone = near.and_then(|n| hosts.iter().find(|(h, ..)| h.id == n).map(|(h, ..)| h.zone.clone()));
+    let zone = near.and_then(|n| {
+        hosts
+            .iter()
+            .find(|(h, ..)| h.id == n)
+            .map(|(h, ..)| h.zone.clone())
+    });
     let mut why = Vec::new();
     let best = hosts
         .iter()
@@ -220,7 +251,13 @@ fn choose(
 }
 
 /// A new grant of the lease to `host`: the next token.
-fn grant(prev: Option<&Placement>, project: ProjectId, host: String, now_ms: i64, lease_ms: i64) -> Placement {
+fn grant(
+    prev: Option<&Placement>,
+    project: ProjectId,
+    host: String,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Placement {
     let last_host = prev.and_then(|p| p.host.clone().or_else(|| p.last_host.clone()));
     Placement {
         project,
@@ -265,7 +302,9 @@ pub(super) fn fence_refusal(
     };
     let why = match (held, fence) {
         (None, None) => return Ok(None),
-        (None, Some(_)) => "the project was closed on every host since the lease was granted".to_string(),
+        (None, Some(_)) => {
+            "the project was closed on every host since the lease was granted".to_string()
+        }
         (Some(p), None) => format!(
             "the project is open on host {} (token {}); save it there, or close it first",
             p.host.as_deref().unwrap_or("?"),
@@ -568,7 +607,9 @@ pub(super) fn request<D: Dialect>(
             "SELECT 1 FROM projects WHERE id = ?1",
             &[project.to_string().into()],
         )? {
-            return Err(CatalogError::Invalid(format!("no project has id {project}")));
+            return Err(CatalogError::Invalid(format!(
+                "no project has id {project}"
+            )));
         }
         let prev = placement(tx, project)?;
         let live = prev.as_ref().filter(|p| p.holder(now_ms).is_some());
@@ -590,7 +631,9 @@ pub(super) fn request<D: Dialect>(
                 }
             }
             (Request::Open { on }, None) => {
-                let near = prev.as_ref().and_then(|p| p.host.as_deref().or(p.last_host.as_deref()));
+                let near = prev
+                    .as_ref()
+                    .and_then(|p| p.host.as_deref().or(p.last_host.as_deref()));
                 let to = choose(tx, project, on.as_deref(), None, near, now_ms, lease_ms)?;
                 grant(prev.as_ref(), project, to, now_ms, lease_ms)
             }
@@ -698,7 +741,7 @@ pub(super) fn hand_over<D: Dialect>(
                 grant(Some(&p), project, to.to_string(), now_ms, lease_ms)
             }
         };
-        put(tx, &next)?;
+        update(tx, &next)?;
         finish_drain(tx, &from.host)?;
         Ok(next)
     });

@@ -37,7 +37,8 @@ use super::{Dialect, Mode, Row, SqlCatalog, Tx, Value};
 use crate::{CatalogError, Result};
 
 /// Schema migrations; entry `i` takes version `i` to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE repo (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE projects (
     id TEXT PRIMARY KEY,
@@ -156,7 +157,10 @@ CREATE INDEX rejections_by_time ON rejections(at_ms);
 /// Least privilege (`docs/deploy.md`), applied by every migration run to
 /// the roles that exist: `strata_host`, what a compute host needs to save,
 /// restore and list (no DELETE of streams, manifests or chunk rows, no
-/// change of retention, no lease); `strata_maint`, what trim, scrub and
+/// change of retention, no scrub lease) and what its agent needs
+/// (`docs/fleet.md`: heartbeats, renewing and handing over placements that
+/// exist, its local copies' records, recording refusals; no host added or
+/// removed, no placement created); `strata_maint`, what trim, scrub and
 /// check need. The owner (who runs `strata init`) keeps the DDL.
 const GRANTS: &str = "
 DO $$ BEGIN
@@ -167,7 +171,7 @@ DO $$ BEGIN
     GRANT UPDATE (expires_ms) ON saves TO strata_host;
     GRANT DELETE ON saves, intents TO strata_host;
     GRANT UPDATE (heartbeat_ms, agent_version, state) ON hosts TO strata_host;
-    GRANT INSERT, UPDATE ON placements TO strata_host;
+    GRANT UPDATE ON placements TO strata_host;
     GRANT INSERT, UPDATE, DELETE ON host_copies TO strata_host;
     GRANT INSERT ON rejections TO strata_host;
   END IF;

@@ -95,7 +95,7 @@ CREATE TABLE leases (
     owner TEXT NOT NULL,
     expires_ms INTEGER NOT NULL
 );
-"#,    // The fleet: hosts, placement, the project lease (docs/fleet.md).
+"#, // The fleet: hosts, placement, the project lease (docs/fleet.md).
     r#"
 ALTER TABLE saves ADD COLUMN fence_host TEXT;
 ALTER TABLE saves ADD COLUMN fence_token INTEGER;

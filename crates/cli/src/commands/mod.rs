@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod forget_fork;
+pub mod hosts;
+pub mod placement;
 pub mod projects;
 pub mod restore;
 pub mod retention;
