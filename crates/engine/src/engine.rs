@@ -140,6 +140,36 @@ pub trait Engine: Send + Sync {
         rollback: bool,
     ) -> Result<Box<dyn RestoreTarget + 'a>>;
 
+    /// Catches `target` up in place: it holds the snapshot the chain's
+    /// first `held` streams end at, as the caller verified (its local
+    /// state matches it), and only the rest of the chain is applied onto
+    /// it ([`RestoreTarget::holds`] is `held`). The zfs and btrfs engines
+    /// do this through [`Engine::restore_into`], which finds what the
+    /// dataset holds itself.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Target`] when this engine does not catch up
+    /// this way or the target cannot be taken; I/O errors naming the path.
+    fn catch_up<'a>(&'a self, target: &Path, held: usize) -> Result<Box<dyn RestoreTarget + 'a>> {
+        let _ = held;
+        Err(crate::EngineError::Target {
+            path: target.to_path_buf(),
+            why: format!("the {} engine catches up through its restore", self.kind()),
+        })
+    }
+
+    /// Whether `root` still holds what its local state `state` recorded
+    /// (the first difference, if not), reading no file contents; `None`
+    /// from engines whose local state is their file system's snapshots
+    /// (they check in their restore).
+    ///
+    /// # Errors
+    /// When `root` cannot be walked or `state` is damaged.
+    fn differs_from_state(&self, root: &Path, state: &mut dyn Read) -> Result<Option<String>> {
+        let _ = (root, state);
+        Ok(None)
+    }
+
     /// Writes the local state of `snapshot` as `root` holds it after a
     /// restore, so that the next send from `root` is an incremental.
     /// Entries changed at or after `changed_after` are not trusted to be

@@ -40,6 +40,13 @@ pub struct RestoreOptions {
     /// to its newest snapshot on the chain, discarding what differs.
     /// Without it such a restore is refused and nothing changes.
     pub rollback: bool,
+    /// A target that holds an earlier (or the same) snapshot of this
+    /// project's chain, as this host restored or saved it and unchanged
+    /// since (its walk matches the recorded local state), is caught up in
+    /// place: only the missing streams are fetched and applied. The zfs
+    /// and btrfs engines always do this; for the native engine a non-empty
+    /// target is refused without it.
+    pub in_place: bool,
 }
 
 /// What a restore did.
@@ -105,11 +112,16 @@ pub fn restore(
     let engine = repo.engine(crate::engines::chain_engine(&project.name, &plan)?);
 
     let snapshots: Vec<String> = plan.iter().map(|s| s.end.to_string()).collect();
-    let mut dest = engine
-        .restore_into(target, &snapshots, opts.rollback)
-        .map_err(|e| {
-            crate::engines::engine_error(format!("restore into {}", target.display()), e)
-        })?;
+    let held = if opts.in_place {
+        local_copy_holds(repo, engine.as_ref(), &project, &plan, target)?
+    } else {
+        None
+    };
+    let mut dest = match held {
+        Some(held) => engine.catch_up(target, held),
+        None => engine.restore_into(target, &snapshots, opts.rollback),
+    }
+    .map_err(|e| crate::engines::engine_error(format!("restore into {}", target.display()), e))?;
     // What the target holds of the chain already is not applied again.
     let skip = dest.holds().min(plan.len());
     let applied = apply_chain(
@@ -179,6 +191,61 @@ pub fn restore(
         xattrs_skipped: applied.xattrs_skipped,
         elapsed: started.elapsed(),
     })
+}
+
+/// How many streams of `plan` the native local copy at `target` holds,
+/// for a catch-up in place: `None` when there is nothing to catch up (no
+/// such directory, an empty one, or another engine's, which catches up in
+/// its own restore). The copy must be bound to `project` on this host, at
+/// a snapshot of the plan, and unchanged since: a send from its recorded
+/// local state finds nothing to send.
+///
+/// # Errors
+/// [`Error::Input`] naming the target and what disqualifies it.
+fn local_copy_holds(
+    repo: &Repository,
+    engine: &dyn Engine,
+    project: &Project,
+    plan: &[StreamInfo],
+    target: &Path,
+) -> Result<Option<usize>> {
+    if engine.kind() != strata_engine::EngineKind::Native
+        || fs::read_dir(target).map_or(true, |mut d| d.next().is_none())
+    {
+        return Ok(None);
+    }
+    let refuse = |why: String| {
+        Err(Error::Input(format!(
+            "{} cannot be caught up in place: {why}",
+            target.display()
+        )))
+    };
+    let mut wt = Worktree::open(&repo.state_dir, &repo.id, target)?;
+    wt.lock(target)?;
+    let Some(state) = wt.load()? else {
+        return refuse("strata did not restore or save it on this host".into());
+    };
+    if state.project_id != project.id.to_string() {
+        return refuse(format!("it holds project {:?}", state.project_name));
+    }
+    let Ok(snap) = state.snapshot.parse::<SnapshotId>() else {
+        return refuse("no save of it committed".into());
+    };
+    let Some(at) = plan.iter().position(|s| s.end == snap) else {
+        return refuse(format!(
+            "it holds snapshot {snap}, which is not on the chain to {}",
+            plan.last().map_or(String::new(), |s| s.end.to_string())
+        ));
+    };
+    let mut index = fs::File::open(wt.index_path())
+        .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
+    let differs = engine
+        .differs_from_state(target, &mut index)
+        .map_err(|e| crate::engines::engine_error(format!("compare {}", target.display()), e))?;
+    if let Some(what) = differs {
+        return refuse(format!("it changed since snapshot {snap} ({what})"));
+    }
+    Ok(Some(at + 1))
 }
 
 /// The plan was made from one read of the catalog and its streams are read

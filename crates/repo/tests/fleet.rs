@@ -180,3 +180,77 @@ fn only_the_lease_holder_commits_and_a_late_commit_is_fenced() {
     let third = save(&h2, &out).unwrap();
     assert_eq!(third.stream.start.as_ref(), Some(&second.stream.end));
 }
+
+/// A host's local copy of a project is caught up in place: only the
+/// streams after the snapshot it holds are applied, none when it is
+/// current; a copy changed since its snapshot, or of another project, is
+/// refused and left as it is.
+#[test]
+fn a_local_copy_is_caught_up_in_place_with_only_the_missing_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("a.txt"), "one").unwrap();
+    std::fs::create_dir(work.join("sub")).unwrap();
+    std::fs::write(work.join("sub/big.bin"), tree::content(400_000, 3)).unwrap();
+    let h1 = repo(dir.path(), "h1");
+    save(&h1, &work).unwrap();
+    let h2 = repo(dir.path(), "h2");
+    let copy = dir.path().join("copy");
+    let in_place = RestoreOptions {
+        in_place: true,
+        ..RestoreOptions::default()
+    };
+    let r = strata_repo::restore(&h2, "proj", &copy, &in_place, &NoProgress).unwrap();
+    assert_eq!(r.streams.len(), 1);
+
+    // Two more saves on h1: a change, a deletion, a new file.
+    std::fs::write(work.join("a.txt"), "two").unwrap();
+    save(&h1, &work).unwrap();
+    std::fs::remove_file(work.join("sub/big.bin")).unwrap();
+    std::fs::write(work.join("sub/new.txt"), "three").unwrap();
+    let newest = save(&h1, &work).unwrap();
+    let want = tree::capture(&work);
+
+    let r = strata_repo::restore(&h2, "proj", &copy, &in_place, &NoProgress).unwrap();
+    assert_eq!(r.snapshot, newest.stream.end);
+    assert_eq!(r.streams.len(), 2, "only the two missing incrementals");
+    assert!(
+        r.bytes < 100_000,
+        "nothing re-downloaded whole: {} bytes",
+        r.bytes
+    );
+    tree::assert_same(&want, &tree::capture(&copy), "caught up in place");
+    let r = strata_repo::restore(&h2, "proj", &copy, &in_place, &NoProgress).unwrap();
+    assert!(r.streams.is_empty(), "a current copy fetches nothing");
+    tree::assert_same(&want, &tree::capture(&copy), "current");
+
+    // Changed since its snapshot: refused, untouched.
+    std::thread::sleep(Duration::from_millis(60));
+    std::fs::write(copy.join("local-edit.txt"), "not saved").unwrap();
+    let err = strata_repo::restore(&h2, "proj", &copy, &in_place, &NoProgress).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Input, "{err}");
+    assert!(err.to_string().contains("changed since snapshot"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("local-edit.txt")).unwrap(),
+        "not saved"
+    );
+    // Without --in-place a non-empty target is refused as before.
+    let err = strata_repo::restore(&h2, "proj", &copy, &RestoreOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    // Another project's copy: refused.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("x"), "x").unwrap();
+    let opts = SaveOptions {
+        project: Some("other".into()),
+        ..SaveOptions::default()
+    };
+    strata_repo::save(&h2, &other, &opts, &NoProgress).unwrap();
+    let err = strata_repo::restore(&h2, "proj", &other, &in_place, &NoProgress).unwrap_err();
+    assert!(
+        err.to_string().contains("it holds project \"other\""),
+        "{err}"
+    );
+}

@@ -37,6 +37,12 @@ pub struct Args {
     /// discarding what differs. Without it such a restore changes nothing.
     #[arg(long)]
     pub rollback: bool,
+    /// When TARGET holds an earlier snapshot of the project, restored or
+    /// saved there on this host and unchanged since: apply only the
+    /// missing streams onto it (nothing when it is current). A copy that
+    /// changed since is refused and left as it is.
+    #[arg(long)]
+    pub in_place: bool,
 }
 
 fn parse_owner(s: &str) -> Result<(u32, u32), String> {
@@ -51,6 +57,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         workers: a.workers,
         owners: a.owner.map(|(uid, gid)| Owners::Map { uid, gid }),
         rollback: a.rollback,
+        in_place: a.in_place,
     };
     let r = strata_repo::restore(repo, &a.project, &a.target, &opts, out)?;
     out.finish_progress();

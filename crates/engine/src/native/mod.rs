@@ -16,7 +16,7 @@ pub use nofollow::can_chown;
 pub use owners::Owners;
 pub use receive::{ReceiveOptions, ReceiveSession, ReceiveSummary, receive, receive_in};
 pub use record::NativeRecord;
-pub use send::{SendOptions, SendSummary, build_index, send};
+pub use send::{SendOptions, SendSummary, build_index, differs_from_index, send};
 
 pub use crate::stream::StreamHeader;
 
@@ -59,6 +59,19 @@ impl Engine for Native {
         _rollback: bool,
     ) -> Result<Box<dyn RestoreTarget + 'a>> {
         Ok(Box::new(staging::Staged::new(target)?))
+    }
+
+    fn differs_from_state(
+        &self,
+        root: &Path,
+        state: &mut dyn std::io::Read,
+    ) -> Result<Option<String>> {
+        let index = IndexReader::new(BufReader::with_capacity(1 << 16, state))?;
+        differs_from_index(root, index, &self.send)
+    }
+
+    fn catch_up<'a>(&'a self, target: &Path, held: usize) -> Result<Box<dyn RestoreTarget + 'a>> {
+        Ok(Box::new(staging::Staged::adopt(target, held)?))
     }
 
     fn restored_state(

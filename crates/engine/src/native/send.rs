@@ -836,39 +836,92 @@ pub fn build_index<I: Write>(
     let mut index = IndexWriter::new(out, snapshot)?;
     let racy = Racy::since(changed_after);
     let mut n = 0;
+    for item in metadata_walk(root, opts) {
+        let cur = item?;
+        index.push(&settled(cur, racy))?;
+        n += 1;
+    }
+    index.finish()?;
+    Ok(n)
+}
+
+/// The entries of the tree at `root` the engine keeps, in walk order, as
+/// their metadata says (no file is read); a walk or stat error names the
+/// path.
+fn metadata_walk<'a>(
+    root: &'a Path,
+    opts: &SendOptions,
+) -> impl Iterator<Item = Result<IndexEntry>> + 'a {
     let walker = WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
         .max_open(opts.max_open_dirs.max(1));
-    for item in walker {
-        let entry = item.map_err(|err| {
-            let path = err
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            EngineError::io(
-                "walk",
-                path,
-                err.into_io_error()
-                    .unwrap_or_else(|| io::Error::other("walk error")),
-            )
-        })?;
-        let md = entry.metadata().map_err(|err| {
-            EngineError::io(
-                "stat",
-                entry.path(),
-                err.into_io_error()
-                    .unwrap_or_else(|| io::Error::other("stat error")),
-            )
-        })?;
-        if let Some(kind) = kind_of(&md) {
-            let rel = rel_path(root, entry.path())?;
-            index.push(&settled(IndexEntry::from_metadata(rel, kind, &md), racy))?;
-            n += 1;
+    walker.into_iter().filter_map(move |item| {
+        let failed = |what: &'static str, path: &Path, err: walkdir::Error| {
+            let io = err
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other(format!("{what} error")));
+            EngineError::io(what, path, io)
+        };
+        let entry = match item {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err.path().unwrap_or(root).to_path_buf();
+                return Some(Err(failed("walk", &path, err)));
+            }
+        };
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(err) => return Some(Err(failed("stat", entry.path(), err))),
+        };
+        let kind = kind_of(&md)?;
+        Some(rel_path(root, entry.path()).map(|rel| IndexEntry::from_metadata(rel, kind, &md)))
+    })
+}
+
+/// Whether the tree at `root` is still what `index` recorded (its first
+/// difference, if not), reading no file contents: the check before a local
+/// copy is caught up in place. Every entry must be there with the kind,
+/// mode, size, timestamps and inode recorded, and nothing else may be.
+/// An entry the index recorded as racy (changed too close to the walk to
+/// trust its timestamps) is a difference, except a directory whose ctime
+/// and the rest still match: what a directory holds is checked by its
+/// entries, and a restore's rename leaves the root racy.
+///
+/// # Errors
+/// When the tree cannot be walked or the index is damaged.
+pub fn differs_from_index<B: Read>(
+    root: &Path,
+    mut index: IndexReader<B>,
+    opts: &SendOptions,
+) -> Result<Option<String>> {
+    let mut old = index.next_entry()?;
+    for item in metadata_walk(root, opts) {
+        let cur = item?;
+        match old.take() {
+            Some(o) if o.path == cur.path => {
+                let racy_dir = o.mtime == (0, 0) && o.kind == Kind::Dir;
+                let same = if racy_dir {
+                    IndexEntry {
+                        mtime: (0, 0),
+                        ..cur.clone()
+                    }
+                    .same_as(&o)
+                } else {
+                    o.same_as(&cur)
+                };
+                if !same {
+                    return Ok(Some(format!("{} changed", cur.path.display())));
+                }
+                old = index.next_entry()?;
+            }
+            Some(o) if o.path < cur.path => {
+                return Ok(Some(format!("{} is gone", o.path.display())));
+            }
+            _ => return Ok(Some(format!("{} is new", cur.path.display()))),
         }
     }
-    index.finish()?;
-    Ok(n)
+    Ok(old.map(|o| format!("{} is gone", o.path.display())))
 }
 
 /// The kind of an entry the engine keeps; `None` for sockets and devices.

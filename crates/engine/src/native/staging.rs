@@ -29,6 +29,8 @@ pub(super) struct Staged {
     /// One session for the chain: a later stream's metadata-only patches
     /// of files an earlier one wrote need no read-back.
     session: ReceiveSession,
+    /// Streams of the chain the tree held when adopted.
+    held: usize,
 }
 
 impl Staged {
@@ -48,6 +50,43 @@ impl Staged {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(refuse(e.to_string())),
         }
+        let s = Self::beside(target)?;
+        if let Err(e) = fs::create_dir(&s.tree) {
+            remove_tree(&s.staging);
+            return Err(EngineError::io("create", &s.tree, e));
+        }
+        Ok(s)
+    }
+
+    /// Takes the tree at `target`, which holds the chain's first `held`
+    /// streams' snapshot (the caller verified it), into a new staging
+    /// directory beside it (a rename: nothing is copied), so the rest of
+    /// the chain is applied where no other user can reach it and the tree
+    /// is renamed back once durable. On abort the adopted tree is removed
+    /// with the staging directory: it may hold half a stream.
+    pub(super) fn adopt(target: &Path, held: usize) -> Result<Self> {
+        let md = fs::symlink_metadata(target).map_err(|e| EngineError::io("inspect", target, e))?;
+        if !md.is_dir() {
+            return Err(EngineError::Target {
+                path: target.to_path_buf(),
+                why: "is not a directory".into(),
+            });
+        }
+        let mut s = Self::beside(target)?;
+        if let Err(e) = fs::rename(target, &s.tree) {
+            remove_tree(&s.staging);
+            return Err(EngineError::io("take the local copy from", target, e));
+        }
+        s.held = held;
+        Ok(s)
+    }
+
+    /// A new private staging directory beside `target` (without its tree).
+    fn beside(target: &Path) -> Result<Self> {
+        let refuse = |why: String| EngineError::Target {
+            path: target.to_path_buf(),
+            why,
+        };
         let name = target
             .file_name()
             .ok_or_else(|| refuse("has no name".into()))?;
@@ -66,21 +105,22 @@ impl Staged {
             .create(&staging)
             .map_err(|e| EngineError::io("create", &staging, e))?;
         let tree = staging.join("tree");
-        if let Err(e) = fs::create_dir(&tree) {
-            remove_tree(&staging);
-            return Err(EngineError::io("create", &tree, e));
-        }
         Ok(Self {
             target: target.to_path_buf(),
             parent,
             staging,
             tree,
             session: ReceiveSession::default(),
+            held: 0,
         })
     }
 }
 
 impl RestoreTarget for Staged {
+    fn holds(&self) -> usize {
+        self.held
+    }
+
     fn receive(
         &mut self,
         input: &mut dyn Read,
