@@ -80,6 +80,9 @@ pub enum Command {
     Move(commands::placement::MoveArgs),
     /// Where projects are open, their leases, and refused commits.
     Placements,
+    /// Run this host's agent: heartbeats, opens, saves, closes and moves
+    /// the projects the catalog places here (until SIGTERM).
+    Agent(commands::agent::Args),
 }
 
 /// Runs the command line; returns the exit code.
@@ -155,5 +158,6 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Close(a) => commands::placement::close(&repo, a, out),
         Command::Move(a) => commands::placement::move_to(&repo, a, out),
         Command::Placements => commands::placement::list(&repo, out),
+        Command::Agent(a) => commands::agent::run(&repo, a, out),
     }
 }

@@ -6,6 +6,7 @@
 //! project and snapshot each local directory holds, so that the next save
 //! from it is an incremental.
 
+pub mod agent;
 pub mod backends;
 pub mod check;
 pub mod config;

@@ -45,7 +45,7 @@ pub struct Args {
     pub in_place: bool,
 }
 
-fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     let bad = || format!("{s:?} is not UID:GID (two numbers, like 1000:1000)");
     let (u, g) = s.split_once(':').ok_or_else(bad)?;
     Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?))

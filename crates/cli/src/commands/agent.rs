@@ -1,0 +1,150 @@
+//! `strata agent`: the per-host agent (`docs/fleet.md`). Runs until SIGTERM
+//! or SIGINT, then saves every project it serves and hands it back.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::json;
+use strata_repo::Repository;
+use strata_repo::agent::{Agent, AgentOptions, Event, ProjectOwner};
+
+use crate::output::Output;
+
+/// Arguments of `agent`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where this host keeps open projects: DIR/<project name>.
+    #[arg(long, value_name = "DIR")]
+    pub projects_dir: std::path::PathBuf,
+    /// Seconds between saves of an open project.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub save_every: u64,
+    /// Milliseconds between heartbeats and reconcile passes (default: a
+    /// third of the lease).
+    #[arg(long, value_name = "MS")]
+    pub tick_ms: Option<u64>,
+    /// Seconds a move's source waits for the target to catch up before it
+    /// freezes the project anyway.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub move_wait: u64,
+    /// Give every restored project to UID:GID (root only).
+    #[arg(long, value_name = "UID:GID", value_parser = crate::commands::restore::parse_owner, conflicts_with = "owner_named_like_project")]
+    pub owner: Option<(u32, u32)>,
+    /// Give each restored project to the local user named like the
+    /// project, and that user's group (root only).
+    #[arg(long)]
+    pub owner_named_like_project: bool,
+}
+
+fn print(out: &Output, e: &Event) {
+    if out.json {
+        out.json(match e {
+            Event::Opened {
+                project,
+                snapshot,
+                streams,
+                bytes,
+                in_place,
+                ms,
+            } => json!({
+                "event": "opened", "project": project,
+                "snapshot": snapshot.as_ref().map(ToString::to_string),
+                "streams": streams, "bytes": bytes, "in_place": in_place, "ms": ms,
+            }),
+            Event::Prepared { project, snapshot } => json!({
+                "event": "prepared", "project": project, "snapshot": snapshot.to_string(),
+            }),
+            Event::Saving { project } => json!({"event": "saving", "project": project}),
+            Event::Saved { project, snapshot } => json!({
+                "event": "saved", "project": project, "snapshot": snapshot.to_string(),
+            }),
+            Event::Closed { project } => json!({"event": "closed", "project": project}),
+            Event::Frozen { project, at_ms } => json!({
+                "event": "frozen", "project": project, "at_ms": at_ms,
+            }),
+            Event::MovedOut {
+                project,
+                to,
+                freeze_ms,
+            } => json!({
+                "event": "moved", "project": project, "to": to, "freeze_ms": freeze_ms,
+            }),
+            Event::Lost { project, why } => json!({
+                "event": "lost", "project": project, "why": why,
+            }),
+            Event::Failed {
+                project,
+                action,
+                error,
+            } => json!({
+                "event": "failed", "project": project, "action": action, "error": error,
+            }),
+        });
+        return;
+    }
+    out.line(&match e {
+        Event::Opened {
+            project,
+            snapshot,
+            streams,
+            bytes,
+            in_place,
+            ms,
+        } => format!(
+            "opened {project} at {} ({streams} stream(s), {bytes} bytes applied{}, {ms} ms)",
+            snapshot
+                .as_ref()
+                .map_or("no snapshot yet".into(), ToString::to_string),
+            if *in_place {
+                ", caught up in place"
+            } else {
+                ""
+            }
+        ),
+        Event::Prepared { project, snapshot } => {
+            format!("prepared {project} at {snapshot} for its move here")
+        }
+        Event::Saving { project } => format!("saving {project}"),
+        Event::Saved { project, snapshot } => format!("saved {project}: {snapshot}"),
+        Event::Closed { project } => format!("closed {project}"),
+        Event::Frozen { project, .. } => format!("froze {project} for its move"),
+        Event::MovedOut {
+            project,
+            to,
+            freeze_ms,
+        } => {
+            format!("moved {project} to {to} (frozen {freeze_ms} ms)")
+        }
+        Event::Lost { project, why } => format!("stopped serving {project}: {why}"),
+        Event::Failed {
+            project,
+            action,
+            error,
+        } => format!("{action} {project} failed: {error}"),
+    });
+}
+
+pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let lease = repo.config.fleet.lease_ms() as u64;
+    let opts = AgentOptions {
+        projects_dir: a.projects_dir.clone(),
+        save_every: Duration::from_secs(a.save_every),
+        tick: Duration::from_millis(a.tick_ms.unwrap_or(lease / 3).max(10)),
+        owner: match (a.owner, a.owner_named_like_project) {
+            (Some((uid, gid)), _) => ProjectOwner::Fixed { uid, gid },
+            (None, true) => ProjectOwner::NamedLikeProject,
+            (None, false) => ProjectOwner::Default,
+        },
+        move_wait: Duration::from_secs(a.move_wait),
+    };
+    std::fs::create_dir_all(&opts.projects_dir)?;
+    let events = |e: &Event| print(out, e);
+    let mut agent = Agent::new(repo, opts, &events);
+    agent.run(&stop)?;
+    Ok(())
+}
