@@ -18,8 +18,8 @@ use strata_core::{
 };
 
 use crate::{
-    Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostState, NewChunk, Placement,
-    Project, ProjectSummary, Rejection, Request, Result, RowsPage, SaveRecord,
+    Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostReport, HostState, NewChunk,
+    Placement, Project, ProjectSummary, Rejection, Request, Result, RowsPage, SaveRecord,
 };
 
 /// Implements every [`Catalog`] method but `create_project` by passing the
@@ -208,12 +208,12 @@ macro_rules! forward_catalog {
         fn heartbeat(
             &self,
             host: &str,
-            agent_version: &str,
+            report: &HostReport,
             now_ms: i64,
             lease_ms: i64,
         ) -> Result<Vec<Placement>> {
             self.via("heartbeat", || {
-                self.inner.heartbeat(host, agent_version, now_ms, lease_ms)
+                self.inner.heartbeat(host, report, now_ms, lease_ms)
             })
         }
         fn set_copy(

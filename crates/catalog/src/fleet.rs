@@ -77,8 +77,34 @@ pub struct HostRecord {
     pub heartbeat_ms: Option<i64>,
     /// The version its agent reported with that heartbeat.
     pub agent_version: Option<String>,
+    /// Bytes in its agent's chunk cache, as last reported.
+    pub cache_bytes: u64,
+    /// Its chunk cache's budget, as last reported (0: none).
+    pub cache_budget: u64,
     /// When it was added.
     pub added_ms: i64,
+}
+
+/// What an agent reports with its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReport {
+    /// Its version.
+    pub agent_version: String,
+    /// Bytes in its chunk cache.
+    pub cache_bytes: u64,
+    /// Its chunk cache's budget (0: no cache).
+    pub cache_budget: u64,
+}
+
+impl HostReport {
+    /// A report of `agent_version` with no cache.
+    pub fn version(agent_version: &str) -> Self {
+        Self {
+            agent_version: agent_version.to_string(),
+            cache_bytes: 0,
+            cache_budget: 0,
+        }
+    }
 }
 
 /// A host with what it has open, for listings and the monitor.

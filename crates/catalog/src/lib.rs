@@ -16,7 +16,8 @@ pub mod sql;
 
 pub use decorators::{CatalogHook, FaultyCatalog, HookedCatalog, RetryingCatalog};
 pub use fleet::{
-    Fence, HostInfo, HostRecord, HostState, Placement, PlacementState, Rejection, Request,
+    Fence, HostInfo, HostRecord, HostReport, HostState, Placement, PlacementState, Rejection,
+    Request,
 };
 pub use sql::SqlCatalog;
 pub use sql::postgres::{Postgres, PostgresCatalog};
@@ -645,7 +646,7 @@ pub trait Catalog: Send + Sync {
     /// failures.
     fn remove_host(&self, host: &str) -> Result<()>;
 
-    /// An agent's heartbeat: records it and its version, renews until
+    /// An agent's heartbeat: records it and its report, renews until
     /// `now_ms + lease_ms` every lease the host holds that has not run out
     /// (a lapsed one is never revived: it may have been granted again), and
     /// returns the placements that name the host (held, or moving to it).
@@ -655,7 +656,7 @@ pub trait Catalog: Send + Sync {
     fn heartbeat(
         &self,
         host: &str,
-        agent_version: &str,
+        report: &HostReport,
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<Placement>>;

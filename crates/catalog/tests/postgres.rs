@@ -174,7 +174,7 @@ fn wrong_ca_expired_certificate_wrong_host_and_loose_password_files_are_refused_
 /// host's capacity, or open projects (the maintenance role does).
 #[test]
 fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
-    use strata_catalog::{CatalogError, Fence, HostRecord, HostState, Request};
+    use strata_catalog::{CatalogError, Fence, HostRecord, HostReport, HostState, Request};
     use strata_core::SnapshotId;
     let Some(admin) = admin_url() else { return };
     let url = fresh_database(&admin);
@@ -194,6 +194,8 @@ fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
         max_bytes: 0,
         heartbeat_ms: None,
         agent_version: None,
+        cache_bytes: 0,
+        cache_budget: 0,
         added_ms: 1,
     };
     let denied = |r: Result<(), CatalogError>, what: &str| {
@@ -231,7 +233,12 @@ fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
         )
         .unwrap()
         .unwrap();
-    assert_eq!(host.heartbeat("h1", "v1", 20, 60_000).unwrap().len(), 1);
+    assert_eq!(
+        host.heartbeat("h1", &HostReport::version("v1"), 20, 60_000)
+            .unwrap()
+            .len(),
+        1
+    );
     host.set_copy("h1", p, Some(&SnapshotId::new(5, 1)), 20)
         .unwrap();
     let fence = Fence {

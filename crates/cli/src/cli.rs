@@ -158,6 +158,6 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Close(a) => commands::placement::close(&repo, a, out),
         Command::Move(a) => commands::placement::move_to(&repo, a, out),
         Command::Placements => commands::placement::list(&repo, out),
-        Command::Agent(a) => commands::agent::run(&repo, a, out),
+        Command::Agent(a) => commands::agent::run(repo, a, out),
     }
 }

@@ -191,7 +191,28 @@ fn open_save_close_reopen(env: &Env) {
         (again["streams"].as_u64(), again["bytes"].as_u64()),
         (Some(0), Some(0))
     );
+    assert_eq!(again["fetched_chunks"], 0, "{again}");
     tree::assert_same(&want, &tree::capture(&dir), "re-opened from its copy");
+
+    // Its copy gone (a disk replaced, say): restored whole, yet every
+    // chunk comes from the host's chunk cache.
+    strata(env, &["close", "thesis"]);
+    a1.wait("closed", "thesis", 30);
+    std::fs::remove_dir_all(&dir).unwrap();
+    a1.clear();
+    strata(env, &["open", "thesis"]);
+    let whole = a1.wait("opened", "thesis", 30);
+    assert_eq!(whole["in_place"], false, "{whole}");
+    assert!(whole["streams"].as_u64().unwrap() >= 1, "{whole}");
+    assert_eq!(whole["fetched_chunks"], 0, "all from the cache: {whole}");
+    tree::assert_same(&want, &tree::capture(&dir), "restored from the cache");
+    let h1 = env
+        .json(&["hosts", "list"])
+        .into_iter()
+        .find(|h| h["id"] == "h1")
+        .unwrap();
+    assert!(h1["cache_bytes"].as_u64().unwrap() > 0, "{h1}");
+    assert_eq!(h1["cache_budget"], 1u64 << 30, "{h1}");
 
     // SIGTERM: a last save and the lease handed back.
     std::fs::write(dir.join("late.txt"), "before the shutdown\n").unwrap();

@@ -13,12 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_catalog::{Fence, Placement, PlacementState, Project};
+use strata_catalog::{Fence, HostReport, Placement, PlacementState, Project};
 use strata_core::{ProjectId, SnapshotId};
 use strata_engine::native::Owners;
+use strata_store::CachedStore;
 
 use crate::error::{Error, Result};
 use crate::progress::NoProgress;
@@ -63,6 +65,9 @@ pub struct AgentOptions {
     /// How long a move's source waits for the target to catch up before
     /// it freezes the project anyway.
     pub move_wait: Duration,
+    /// The host's chunk cache, when the repository's store reads through
+    /// one: its figures go with the heartbeat and the open events.
+    pub cache: Option<Arc<CachedStore>>,
 }
 
 /// What the agent did, for its log and for tests.
@@ -80,6 +85,9 @@ pub enum Event {
         bytes: u64,
         /// Whether a local copy was caught up in place.
         in_place: bool,
+        /// Chunks fetched from the store (past the host's cache; `None`
+        /// without a cache).
+        fetched: Option<u64>,
         /// How long it took.
         ms: u64,
     },
@@ -206,6 +214,20 @@ impl<'a> Agent<'a> {
         self.repo.config.fleet.lease_ms()
     }
 
+    /// The heartbeat's report: version and cache.
+    fn report(&self) -> HostReport {
+        let mut r = HostReport::version(AGENT_VERSION);
+        if let Some(c) = &self.opts.cache {
+            let s = c.stats();
+            (r.cache_bytes, r.cache_budget) = (s.bytes, s.budget);
+        }
+        r
+    }
+
+    fn misses(&self) -> Option<u64> {
+        self.opts.cache.as_ref().map(|c| c.stats().misses)
+    }
+
     fn failed(&self, project: &str, action: &'static str, e: &Error) {
         (self.events)(&Event::Failed {
             project: project.to_string(),
@@ -228,7 +250,7 @@ impl<'a> Agent<'a> {
         // An unregistered host is a configuration error, not a transient one.
         if let Err(e) = self.repo.catalog.heartbeat(
             self.host(),
-            AGENT_VERSION,
+            &self.report(),
             self.repo.clock.now_ms(),
             self.lease_ms(),
         ) && matches!(e, strata_catalog::CatalogError::UnknownHost(_))
@@ -254,7 +276,7 @@ impl<'a> Agent<'a> {
             match self
                 .repo
                 .catalog
-                .heartbeat(self.host(), AGENT_VERSION, now, self.lease_ms())
+                .heartbeat(self.host(), &self.report(), now, self.lease_ms())
             {
                 Ok(p) => {
                     self.renewed_until = now + self.lease_ms();
@@ -461,6 +483,7 @@ impl<'a> Agent<'a> {
 
     fn open(&mut self, p: &Placement) -> Result<()> {
         let started = Instant::now();
+        let misses = self.misses();
         let project = self.project(p.project)?;
         let dir = self.opts.projects_dir.join(dir_name(&project.name)?);
         let (snapshot, streams, bytes, in_place) = self.bring_up(&project, &dir)?;
@@ -470,6 +493,7 @@ impl<'a> Agent<'a> {
             streams,
             bytes,
             in_place,
+            fetched: misses.zip(self.misses()).map(|(a, b)| b - a),
             ms: started.elapsed().as_millis() as u64,
         });
         self.served.insert(

@@ -33,6 +33,8 @@ fn add_host(cat: &dyn Catalog, id: &str) {
         max_bytes: 0,
         heartbeat_ms: None,
         agent_version: None,
+        cache_bytes: 0,
+        cache_budget: 0,
         added_ms: 0,
     })
     .unwrap();

@@ -10,10 +10,12 @@
 //! [`S3Store`] (an S3 bucket: Garage in the distributed deployment) and
 //! [`MemoryStore`] (tests). Decorators: [`RetryingStore`] retries transient
 //! failures with backoff and full jitter; [`FaultyStore`] injects failures
-//! and latency (tests); [`HookedStore`] runs a test's hook before puts,
+//! and latency (tests); [`CachedStore`] keeps a host's local, bounded
+//! cache of chunks in front of a shared store; [`HookedStore`] runs a test's hook before puts,
 //! deletes and listings. Listings come back in id order, one page at a
 //! time, so a scan of millions of chunks keeps memory flat.
 
+mod cache;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod faulty;
@@ -23,6 +25,7 @@ mod memory;
 mod retry;
 mod s3;
 
+pub use cache::{CacheStats, CachedStore};
 pub use faulty::FaultyStore;
 pub use file::FileStore;
 pub use hooked::{Hook, HookedStore};
@@ -173,3 +176,42 @@ pub trait ChunkStore: Send + Sync {
         None
     }
 }
+
+/// A boxed or shared store is a store (the agent keeps its cache's handle
+/// to read its figures while the repository uses it).
+macro_rules! deref_store {
+    ($($ptr:ident),*) => {$(
+        impl<S: ChunkStore + ?Sized> ChunkStore for $ptr<S> {
+            fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
+                (**self).put(id, data)
+            }
+            fn put_bytes(&self, id: &ChunkKey, data: bytes::Bytes) -> Result<()> {
+                (**self).put_bytes(id, data)
+            }
+            fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
+                (**self).get(id)
+            }
+            fn size(&self, id: &ChunkKey) -> Result<Option<u64>> {
+                (**self).size(id)
+            }
+            fn delete(&self, id: &ChunkKey) -> Result<()> {
+                (**self).delete(id)
+            }
+            fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>> {
+                (**self).list_page(after, limit)
+            }
+            fn flush(&self) -> Result<()> {
+                (**self).flush()
+            }
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+            fn io_parallelism(&self) -> Option<usize> {
+                (**self).io_parallelism()
+            }
+        }
+    )*};
+}
+
+use std::sync::Arc;
+deref_store!(Box, Arc);

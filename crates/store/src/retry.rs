@@ -62,36 +62,6 @@ impl<S: ChunkStore> ChunkStore for RetryingStore<S> {
     }
 }
 
-impl<S: ChunkStore + ?Sized> ChunkStore for Box<S> {
-    fn put(&self, id: &ChunkKey, data: &[u8]) -> Result<()> {
-        (**self).put(id, data)
-    }
-    fn put_bytes(&self, id: &ChunkKey, data: bytes::Bytes) -> Result<()> {
-        (**self).put_bytes(id, data)
-    }
-    fn get(&self, id: &ChunkKey) -> Result<Vec<u8>> {
-        (**self).get(id)
-    }
-    fn size(&self, id: &ChunkKey) -> Result<Option<u64>> {
-        (**self).size(id)
-    }
-    fn delete(&self, id: &ChunkKey) -> Result<()> {
-        (**self).delete(id)
-    }
-    fn list_page(&self, after: Option<&ChunkKey>, limit: usize) -> Result<Vec<StoredObject>> {
-        (**self).list_page(after, limit)
-    }
-    fn flush(&self) -> Result<()> {
-        (**self).flush()
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn io_parallelism(&self) -> Option<usize> {
-        (**self).io_parallelism()
-    }
-}
-
 /// Whether an I/O error is worth retrying.
 pub(crate) fn transient_io(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

@@ -5,8 +5,8 @@ use strata_core::{ProjectId, SaveId, SnapshotId};
 
 use super::stream;
 use crate::{
-    Catalog, CatalogError, Fence, HostRecord, HostState, Placement, PlacementState, Request,
-    SaveRecord,
+    Catalog, CatalogError, Fence, HostRecord, HostReport, HostState, Placement, PlacementState,
+    Request, SaveRecord,
 };
 
 const LEASE: i64 = 30_000;
@@ -21,6 +21,8 @@ fn host(id: &str, zone: &str, max_projects: u64) -> HostRecord {
         max_bytes: 0,
         heartbeat_ms: None,
         agent_version: None,
+        cache_bytes: 0,
+        cache_budget: 0,
         added_ms: 1,
     }
 }
@@ -122,7 +124,7 @@ pub fn hosts_lifecycle(cat: &dyn Catalog) {
 
     // The heartbeat records the agent; an unknown host's is refused.
     assert!(
-        cat.heartbeat("h1", "strata 9.9", 7, LEASE)
+        cat.heartbeat("h1", &HostReport::version("strata 9.9"), 7, LEASE)
             .unwrap()
             .is_empty()
     );
@@ -132,7 +134,7 @@ pub fn hosts_lifecycle(cat: &dyn Catalog) {
         (Some(7), Some("strata 9.9"))
     );
     assert!(matches!(
-        cat.heartbeat("nope", "v", 7, LEASE),
+        cat.heartbeat("nope", &HostReport::version("v"), 7, LEASE),
         Err(CatalogError::UnknownHost(_))
     ));
 
@@ -236,8 +238,10 @@ pub fn placement_choice(cat: &dyn Catalog) {
     assert_eq!(reopened.last_host.as_deref(), Some("b1"));
 
     // An agent heard from, then silent for a lease: down, not chosen.
-    cat.heartbeat("b1", "v", 15, LEASE).unwrap();
-    cat.heartbeat("a2", "v", 15 + 2 * LEASE, LEASE).unwrap();
+    cat.heartbeat("b1", &HostReport::version("v"), 15, LEASE)
+        .unwrap();
+    cat.heartbeat("a2", &HostReport::version("v"), 15 + 2 * LEASE, LEASE)
+        .unwrap();
     let err = open(cat, ps[5], Some("b1"), 15 + 2 * LEASE).unwrap_err();
     assert!(
         matches!(&err, CatalogError::HostUnavailable { why, .. } if why.contains("down")),
@@ -286,7 +290,9 @@ pub fn lease_fencing(cat: &dyn Catalog) {
     assert!(err.to_string().contains("open on host h1"), "{err}");
 
     // Renewed while live; the renewal moves the expiry.
-    let seen = cat.heartbeat("h1", "v", 1000, LEASE).unwrap();
+    let seen = cat
+        .heartbeat("h1", &HostReport::version("v"), 1000, LEASE)
+        .unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].expires_ms, 1000 + LEASE);
     // Paused past its expiry: its commit is refused even before anyone
@@ -294,7 +300,8 @@ pub fn lease_fencing(cat: &dyn Catalog) {
     let late = 1000 + LEASE + 1;
     let err = commit(cat, p, Some(fence(&h1)), Some(s(2)), s(3), late).unwrap_err();
     assert!(err.to_string().contains("ran out"), "{err}");
-    cat.heartbeat("h1", "v", late, LEASE).unwrap();
+    cat.heartbeat("h1", &HostReport::version("v"), late, LEASE)
+        .unwrap();
     assert_eq!(cat.placement(p).unwrap().unwrap().expires_ms, 1000 + LEASE);
 
     // Taken over by h2: a new token; h1's commit and hand-over refused.
@@ -437,7 +444,8 @@ pub fn moves_and_drains(cat: &dyn Catalog) {
         .unwrap();
     // All three renewed; ps[2] then closed and reopened under a lease
     // of 1 ms that nobody renews: lapsed when the drain comes.
-    cat.heartbeat("src", "v", 100, LEASE).unwrap();
+    cat.heartbeat("src", &HostReport::version("v"), 100, LEASE)
+        .unwrap();
     let p2 = cat.placement(ps[2]).unwrap().unwrap();
     cat.hand_over(ps[2], &fence(&p2), None, 101, LEASE).unwrap();
     cat.request(

@@ -8,8 +8,8 @@ use strata_core::{ProjectId, SnapshotId};
 use super::protocol::parse;
 use super::{Dialect, Mode, Row, Tx, Value};
 use crate::{
-    CatalogError, Fence, HostInfo, HostRecord, HostState, Placement, PlacementState, Rejection,
-    Request, Result,
+    CatalogError, Fence, HostInfo, HostRecord, HostReport, HostState, Placement, PlacementState,
+    Rejection, Request, Result,
 };
 
 const PLACEMENT_OF: &str = "SELECT project, state, host, token, since_ms, expires_ms, move_to, \
@@ -39,11 +39,13 @@ fn host_from_row(r: &Row) -> Result<HostRecord> {
         heartbeat_ms: r.opt_int(6)?,
         agent_version: r.opt_text(7)?,
         added_ms: r.int(8)?,
+        cache_bytes: r.int(9)? as u64,
+        cache_budget: r.int(10)? as u64,
     })
 }
 
 const HOST_BY_ID: &str = "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
-     agent_version, added_ms FROM hosts WHERE id = ?1";
+     agent_version, added_ms, cache_bytes, cache_budget FROM hosts WHERE id = ?1";
 
 fn host(tx: &mut impl Tx, id: &str) -> Result<HostRecord> {
     tx.one(HOST_BY_ID, &[id.into()])?
@@ -112,7 +114,7 @@ const LOAD: &str = "SELECT x.host, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(x
      GROUP BY x.host";
 
 const HOSTS: &str = "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
-     agent_version, added_ms FROM hosts ORDER BY id";
+     agent_version, added_ms, cache_bytes, cache_budget FROM hosts ORDER BY id";
 
 /// Why `h` cannot take a project of `bytes` now, if it cannot. A host is
 /// down when its agent has been heard from, but not within `lease_ms` (its
@@ -364,8 +366,8 @@ pub(super) fn add_host<D: Dialect>(db: &D, h: &HostRecord) -> Result<()> {
     let inserted = db.transaction(Mode::Write, "add_host", |tx| {
         tx.insert_unique(
             "INSERT INTO hosts (id, address, zone, state, max_projects, max_bytes, heartbeat_ms,
-                                agent_version, added_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                agent_version, added_ms, cache_bytes, cache_budget)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             &[
                 h.id.as_str().into(),
                 h.address.as_str().into(),
@@ -376,6 +378,8 @@ pub(super) fn add_host<D: Dialect>(db: &D, h: &HostRecord) -> Result<()> {
                 h.heartbeat_ms.into(),
                 h.agent_version.clone().into(),
                 h.added_ms.into(),
+                h.cache_bytes.into(),
+                h.cache_budget.into(),
             ],
         )
     })?;
@@ -514,15 +518,23 @@ pub(super) fn remove_host<D: Dialect>(db: &D, id: &str) -> Result<()> {
 pub(super) fn heartbeat<D: Dialect>(
     db: &D,
     id: &str,
-    version: &str,
+    report: &HostReport,
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<Vec<Placement>> {
     db.transaction(Mode::Write, "heartbeat", |tx| {
         host(tx, id)?;
         tx.exec(
-            "UPDATE hosts SET heartbeat_ms = ?2, agent_version = ?3 WHERE id = ?1",
-            &[id.into(), now_ms.into(), version.into()],
+            "UPDATE hosts SET heartbeat_ms = ?2, agent_version = ?3, cache_bytes = ?4,
+                              cache_budget = ?5
+             WHERE id = ?1",
+            &[
+                id.into(),
+                now_ms.into(),
+                report.agent_version.as_str().into(),
+                report.cache_bytes.into(),
+                report.cache_budget.into(),
+            ],
         )?;
         tx.exec(
             "UPDATE placements SET expires_ms = ?3

@@ -9,8 +9,9 @@ use strata_core::{
 
 use super::{Dialect, Mode, Row, Tx, Value, fleet};
 use crate::{
-    Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostState, NewChunk, Placement,
-    Project, ProjectSummary, Rejection, Request, Result, RowsPage, SCRUB_LEASE, SaveRecord,
+    Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostReport, HostState, NewChunk,
+    Placement, Project, ProjectSummary, Rejection, Request, Result, RowsPage, SCRUB_LEASE,
+    SaveRecord,
 };
 
 /// A catalog on a SQL database: the protocol over a [`Dialect`].
@@ -949,11 +950,11 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
     fn heartbeat(
         &self,
         host: &str,
-        agent_version: &str,
+        report: &HostReport,
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<Placement>> {
-        fleet::heartbeat(&self.db, host, agent_version, now_ms, lease_ms)
+        fleet::heartbeat(&self.db, host, report, now_ms, lease_ms)
     }
 
     fn set_copy(

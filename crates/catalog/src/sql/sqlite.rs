@@ -108,7 +108,9 @@ CREATE TABLE hosts (
     max_bytes INTEGER NOT NULL,
     heartbeat_ms INTEGER,
     agent_version TEXT,
-    added_ms INTEGER NOT NULL
+    added_ms INTEGER NOT NULL,
+    cache_bytes INTEGER NOT NULL DEFAULT 0,
+    cache_budget INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE placements (
     project TEXT PRIMARY KEY REFERENCES projects(id),

@@ -35,6 +35,14 @@ pub struct Args {
     /// project, and that user's group (root only).
     #[arg(long)]
     pub owner_named_like_project: bool,
+    /// This host's chunk cache (default: .strata-cache in the projects
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// The chunk cache's budget: a number with an optional K, M, G or T
+    /// (powers of 1024); 0 turns the cache off.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = crate::commands::hosts::parse_size)]
+    pub cache_bytes: u64,
 }
 
 fn print(out: &Output, e: &Event) {
@@ -46,11 +54,13 @@ fn print(out: &Output, e: &Event) {
                 streams,
                 bytes,
                 in_place,
+                fetched,
                 ms,
             } => json!({
                 "event": "opened", "project": project,
                 "snapshot": snapshot.as_ref().map(ToString::to_string),
-                "streams": streams, "bytes": bytes, "in_place": in_place, "ms": ms,
+                "streams": streams, "bytes": bytes, "in_place": in_place,
+                "fetched_chunks": fetched, "ms": ms,
             }),
             Event::Prepared { project, snapshot } => json!({
                 "event": "prepared", "project": project, "snapshot": snapshot.to_string(),
@@ -90,9 +100,10 @@ fn print(out: &Output, e: &Event) {
             streams,
             bytes,
             in_place,
+            fetched,
             ms,
         } => format!(
-            "opened {project} at {} ({streams} stream(s), {bytes} bytes applied{}, {ms} ms)",
+            "opened {project} at {} ({streams} stream(s), {bytes} bytes applied{}{}, {ms} ms)",
             snapshot
                 .as_ref()
                 .map_or("no snapshot yet".into(), ToString::to_string),
@@ -100,7 +111,8 @@ fn print(out: &Output, e: &Event) {
                 ", caught up in place"
             } else {
                 ""
-            }
+            },
+            fetched.map_or(String::new(), |n| format!(", {n} chunk(s) fetched"))
         ),
         Event::Prepared { project, snapshot } => {
             format!("prepared {project} at {snapshot} for its move here")
@@ -125,13 +137,13 @@ fn print(out: &Output, e: &Event) {
     });
 }
 
-pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
+pub fn run(mut repo: Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let lease = repo.config.fleet.lease_ms() as u64;
-    let opts = AgentOptions {
+    let mut opts = AgentOptions {
         projects_dir: a.projects_dir.clone(),
         save_every: Duration::from_secs(a.save_every),
         tick: Duration::from_millis(a.tick_ms.unwrap_or(lease / 3).max(10)),
@@ -141,8 +153,20 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
             (None, false) => ProjectOwner::Default,
         },
         move_wait: Duration::from_secs(a.move_wait),
+        cache: None,
     };
     std::fs::create_dir_all(&opts.projects_dir)?;
+    if a.cache_bytes > 0 {
+        let dir = a
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| opts.projects_dir.join(".strata-cache"));
+        let inner = std::mem::replace(&mut repo.store, Box::new(strata_store::MemoryStore::new()));
+        let cache = Arc::new(strata_store::CachedStore::new(inner, &dir, a.cache_bytes)?);
+        repo.store = Box::new(Arc::clone(&cache));
+        opts.cache = Some(cache);
+    }
+    let repo = &repo;
     let events = |e: &Event| print(out, e);
     let mut agent = Agent::new(repo, opts, &events);
     agent.run(&stop)?;

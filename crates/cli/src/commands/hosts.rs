@@ -68,7 +68,7 @@ pub struct AddArgs {
 }
 
 /// `10G` and the like (powers of 1024), or plain bytes.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -109,6 +109,8 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
                 max_bytes: a.max_bytes,
                 heartbeat_ms: None,
                 agent_version: None,
+                cache_bytes: 0,
+                cache_budget: 0,
                 added_ms: now,
             })?;
             out.line(&format!("host {} added in zone {}", a.id, a.zone));
@@ -207,13 +209,14 @@ fn list(repo: &Repository, out: &Output) -> anyhow::Result<()> {
                 "agent": agent.split(' ').next(), "heartbeat_age_ms": age,
                 "agent_version": h.agent_version, "open": i.open, "max_projects": h.max_projects,
                 "open_bytes": i.open_bytes, "max_bytes": h.max_bytes, "copies": i.copies,
+                "cache_bytes": h.cache_bytes, "cache_budget": h.cache_budget,
             }));
         }
         return Ok(());
     }
     out.line(&format!(
-        "{:<16} {:<10} {:<9} {:<10} {:>9} {:>21} {:>6} {:<14} ADDRESS",
-        "ID", "ZONE", "STATE", "AGENT", "OPEN", "BYTES", "COPIES", "VERSION"
+        "{:<16} {:<10} {:<9} {:<10} {:>9} {:>21} {:>6} {:>21} {:<14} ADDRESS",
+        "ID", "ZONE", "STATE", "AGENT", "OPEN", "BYTES", "COPIES", "CACHE", "VERSION"
     ));
     for i in &hosts {
         let h = &i.host;
@@ -223,7 +226,7 @@ fn list(repo: &Repository, out: &Output) -> anyhow::Result<()> {
             human(h.max_bytes)
         };
         out.line(&format!(
-            "{:<16} {:<10} {:<9} {:<10} {:>9} {:>21} {:>6} {:<14} {}",
+            "{:<16} {:<10} {:<9} {:<10} {:>9} {:>21} {:>6} {:>21} {:<14} {}",
             h.id,
             h.zone,
             h.state,
@@ -231,6 +234,11 @@ fn list(repo: &Repository, out: &Output) -> anyhow::Result<()> {
             format!("{}/{}", i.open, h.max_projects),
             format!("{}/{}", human(i.open_bytes), max_bytes),
             i.copies,
+            if h.cache_budget == 0 {
+                "-".to_string()
+            } else {
+                format!("{}/{}", human(h.cache_bytes), human(h.cache_budget))
+            },
             h.agent_version.as_deref().unwrap_or("-"),
             h.address,
         ));
