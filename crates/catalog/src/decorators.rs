@@ -19,7 +19,8 @@ use strata_core::{
 
 use crate::{
     Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostReport, HostState, NewChunk,
-    Placement, Project, ProjectSummary, Rejection, Request, Result, RowsPage, SaveRecord,
+    Placement, Project, ProjectSummary, ProjectUsage, Rejection, RepoStats, Request, Result,
+    RowsPage, SaveRecord,
 };
 
 /// Implements every [`Catalog`] method but `create_project` by passing the
@@ -261,6 +262,12 @@ macro_rules! forward_catalog {
         }
         fn rejections(&self, limit: u32) -> Result<Vec<Rejection>> {
             self.via("rejections", || self.inner.rejections(limit))
+        }
+        fn usage(&self) -> Result<Vec<ProjectUsage>> {
+            self.via("usage", || self.inner.usage())
+        }
+        fn stats(&self) -> Result<RepoStats> {
+            self.via("stats", || self.inner.stats())
         }
     };
 }

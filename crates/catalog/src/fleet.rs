@@ -248,3 +248,33 @@ pub struct Rejection {
     /// Why it was refused.
     pub why: String,
 }
+
+/// What one project really costs in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectUsage {
+    /// The project.
+    pub project: ProjectId,
+    /// Stored bytes of chunks only this project's streams name.
+    pub unique_bytes: u64,
+    /// Stored bytes of chunks other projects' streams name too.
+    pub shared_bytes: u64,
+}
+
+/// The repository's totals, for the monitor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoStats {
+    /// Chunk rows.
+    pub chunks: u64,
+    /// Their plaintext bytes.
+    pub bytes: u64,
+    /// Their stored bytes.
+    pub stored_bytes: u64,
+    /// Chunk rows no stream names, waiting out scrub's grace period.
+    pub waiting_chunks: u64,
+    /// Their stored bytes.
+    pub waiting_bytes: u64,
+    /// Objects a scrub doomed and has not deleted yet.
+    pub doomed: u64,
+    /// Their stored bytes.
+    pub doomed_bytes: u64,
+}

@@ -16,8 +16,8 @@ pub mod sql;
 
 pub use decorators::{CatalogHook, FaultyCatalog, HookedCatalog, RetryingCatalog};
 pub use fleet::{
-    Fence, HostInfo, HostRecord, HostReport, HostState, Placement, PlacementState, Rejection,
-    Request,
+    Fence, HostInfo, HostRecord, HostReport, HostState, Placement, PlacementState, ProjectUsage,
+    Rejection, RepoStats, Request,
 };
 pub use sql::SqlCatalog;
 pub use sql::postgres::{Postgres, PostgresCatalog};
@@ -733,4 +733,19 @@ pub trait Catalog: Send + Sync {
     /// # Errors
     /// When the backend fails.
     fn rejections(&self, limit: u32) -> Result<Vec<Rejection>>;
+
+    // ---- The monitor ----
+
+    /// Per project, the stored bytes of the chunks only it names and of
+    /// those it shares with other projects (a scan of every manifest).
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn usage(&self) -> Result<Vec<ProjectUsage>>;
+
+    /// The repository's chunk totals and garbage awaiting scrub.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn stats(&self) -> Result<RepoStats>;
 }

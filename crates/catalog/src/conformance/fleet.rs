@@ -520,3 +520,53 @@ pub fn moves_and_drains(cat: &dyn Catalog) {
         .unwrap();
     assert_eq!(state("spare"), HostState::Disabled);
 }
+
+/// What each project really costs: stored bytes of the chunks only it
+/// names, and of those it shares; the repository's totals.
+pub fn usage_and_stats(cat: &dyn Catalog) {
+    use strata_core::{ChunkId, ManifestEntry};
+    let c = |n: u8| ChunkId::of(&[n]);
+    let chunk = |id, stored_len| crate::NewChunk {
+        id,
+        generation: 0,
+        len: 100,
+        stored_len,
+    };
+    let entry = |id| ManifestEntry {
+        id,
+        len: 100,
+        generation: 0,
+    };
+    let (p1, p2) = (
+        cat.create_project("one", 1).unwrap().id,
+        cat.create_project("two", 1).unwrap().id,
+    );
+    let save = super::begin(cat, i64::MAX);
+    cat.commit_stream(
+        save,
+        &stream(p1, None, SnapshotId::new(10, 1), 200),
+        &[entry(c(1)), entry(c(2)), entry(c(1))],
+        &[chunk(c(1), 11), chunk(c(2), 22)],
+    )
+    .unwrap();
+    let save = super::begin(cat, i64::MAX);
+    cat.commit_stream(
+        save,
+        &stream(p2, None, SnapshotId::new(11, 1), 200),
+        &[entry(c(2)), entry(c(3))],
+        &[chunk(c(3), 33)],
+    )
+    .unwrap();
+    let mut usage = cat.usage().unwrap();
+    usage.sort_by_key(|u| u.project == p2);
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.project, u.unique_bytes, u.shared_bytes))
+            .collect::<Vec<_>>(),
+        [(p1, 11, 22), (p2, 33, 22)]
+    );
+    let s = cat.stats().unwrap();
+    assert_eq!((s.chunks, s.bytes, s.stored_bytes), (3, 300, 66));
+    assert_eq!((s.waiting_chunks, s.doomed), (0, 0));
+}

@@ -18,6 +18,7 @@ use crate::{Catalog, CatalogError, NewChunk, SCRUB_LEASE, SaveRecord};
 mod fleet;
 pub use fleet::{
     commit as commit_fenced, hosts_lifecycle, lease_fencing, moves_and_drains, placement_choice,
+    usage_and_stats,
 };
 
 /// Runs every case, each on a catalog `make` returns fresh. `exact`: page
@@ -33,6 +34,7 @@ pub fn run_all<C: Catalog>(make: &dyn Fn() -> C, exact: bool) {
     placement_choice(&make());
     lease_fencing(&make());
     moves_and_drains(&make());
+    usage_and_stats(&make());
 }
 
 /// Scrub's orphan test over a listing page wider than the catalog's range

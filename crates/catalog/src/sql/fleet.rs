@@ -9,7 +9,7 @@ use super::protocol::parse;
 use super::{Dialect, Mode, Row, Tx, Value};
 use crate::{
     CatalogError, Fence, HostInfo, HostRecord, HostReport, HostState, Placement, PlacementState,
-    Rejection, Request, Result,
+    ProjectUsage, Rejection, RepoStats, Request, Result,
 };
 
 const PLACEMENT_OF: &str = "SELECT project, state, host, token, since_ms, expires_ms, move_to, \
@@ -781,5 +781,61 @@ pub(super) fn rejections<D: Dialect>(db: &D, limit: u32) -> Result<Vec<Rejection
             })
         })
         .collect()
+    })
+}
+
+pub(super) fn usage<D: Dialect>(db: &D) -> Result<Vec<ProjectUsage>> {
+    db.transaction(Mode::Read, "usage", |tx| {
+        tx.query(
+            "WITH pc AS (SELECT DISTINCT s.project AS project, m.chunk AS chunk
+                         FROM manifests m JOIN streams s ON s.id = m.stream),
+                  n AS (SELECT chunk, COUNT(*) AS projects FROM pc GROUP BY chunk)
+             SELECT pc.project,
+                    CAST(COALESCE(SUM(CASE WHEN n.projects = 1 THEN c.stored_len ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN n.projects > 1 THEN c.stored_len ELSE 0 END), 0) AS BIGINT)
+             FROM pc JOIN n ON n.chunk = pc.chunk JOIN chunks c ON c.id = pc.chunk
+             GROUP BY pc.project ORDER BY pc.project",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(ProjectUsage {
+                project: parse(&r.text(0)?)?,
+                unique_bytes: r.int(1)? as u64,
+                shared_bytes: r.int(2)? as u64,
+            })
+        })
+        .collect()
+    })
+}
+
+pub(super) fn stats<D: Dialect>(db: &D) -> Result<RepoStats> {
+    db.transaction(Mode::Read, "stats", |tx| {
+        let c = tx
+            .one(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(len), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(stored_len), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(CASE WHEN unref_since_ms IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(CASE WHEN unref_since_ms IS NOT NULL THEN stored_len ELSE 0 END), 0) AS BIGINT)
+                 FROM chunks",
+                &[],
+            )?
+            .ok_or_else(|| CatalogError::Invalid("no chunk totals".into()))?;
+        let d = tx
+            .one(
+                "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(stored_len), 0) AS BIGINT)
+                 FROM doomed WHERE scrub <> ''",
+                &[],
+            )?
+            .ok_or_else(|| CatalogError::Invalid("no doomed totals".into()))?;
+        Ok(RepoStats {
+            chunks: c.int(0)? as u64,
+            bytes: c.int(1)? as u64,
+            stored_bytes: c.int(2)? as u64,
+            waiting_chunks: c.int(3)? as u64,
+            waiting_bytes: c.int(4)? as u64,
+            doomed: d.int(0)? as u64,
+            doomed_bytes: d.int(1)? as u64,
+        })
     })
 }

@@ -10,8 +10,8 @@ use strata_core::{
 use super::{Dialect, Mode, Row, Tx, Value, fleet};
 use crate::{
     Catalog, CatalogError, Doomed, Fence, HostInfo, HostRecord, HostReport, HostState, NewChunk,
-    Placement, Project, ProjectSummary, Rejection, Request, Result, RowsPage, SCRUB_LEASE,
-    SaveRecord,
+    Placement, Project, ProjectSummary, ProjectUsage, Rejection, RepoStats, Request, Result,
+    RowsPage, SCRUB_LEASE, SaveRecord,
 };
 
 /// A catalog on a SQL database: the protocol over a [`Dialect`].
@@ -1002,6 +1002,14 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
 
     fn rejections(&self, limit: u32) -> Result<Vec<Rejection>> {
         fleet::rejections(&self.db, limit)
+    }
+
+    fn usage(&self) -> Result<Vec<ProjectUsage>> {
+        fleet::usage(&self.db)
+    }
+
+    fn stats(&self) -> Result<RepoStats> {
+        fleet::stats(&self.db)
     }
 }
 
