@@ -83,6 +83,9 @@ pub enum Command {
     /// Run this host's agent: heartbeats, opens, saves, closes and moves
     /// the projects the catalog places here (until SIGTERM).
     Agent(commands::agent::Args),
+    /// The fleet at a glance: hosts, stale projects, costs, health,
+    /// refusals; never stops when a part is down.
+    Monitor(commands::monitor::Args),
 }
 
 /// Runs the command line; returns the exit code.
@@ -159,5 +162,6 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Move(a) => commands::placement::move_to(&repo, a, out),
         Command::Placements => commands::placement::list(&repo, out),
         Command::Agent(a) => commands::agent::run(repo, a, out),
+        Command::Monitor(a) => commands::monitor::run(repo, a, out),
     }
 }

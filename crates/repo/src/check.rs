@@ -208,6 +208,14 @@ pub fn check(
             }
         }
     }
+    crate::monitor::record_last(
+        repo,
+        crate::monitor::LAST_CHECK,
+        &format!(
+            "{} problem(s), {} chunk(s) read",
+            report.problems, report.chunks_read
+        ),
+    );
     Ok(report)
 }
 

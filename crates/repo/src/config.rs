@@ -43,6 +43,9 @@ pub struct RepoConfig {
     /// The fleet: project leases (`docs/fleet.md`).
     #[serde(default)]
     pub fleet: FleetSection,
+    /// The monitor's probes and timeout.
+    #[serde(default)]
+    pub monitor: MonitorSection,
     /// This host's id, when `STRATA_HOST_ID` does not say (default: the
     /// machine id). Hosts sharing a repository must have distinct ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,18 +129,57 @@ pub struct FleetSection {
     /// Seconds a lease lasts from its grant or last renewal (default 30,
     /// at least 1).
     pub lease_secs: u64,
+    /// The fleet's recovery point: an open project whose newest snapshot
+    /// is older than this many seconds is shown stale by the monitor
+    /// (default 900).
+    pub recovery_point_secs: u64,
 }
 
 impl Default for FleetSection {
     fn default() -> Self {
-        Self { lease_secs: 30 }
+        Self {
+            lease_secs: 30,
+            recovery_point_secs: 900,
+        }
     }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 impl FleetSection {
     /// The lease in milliseconds.
     pub fn lease_ms(&self) -> i64 {
-        i64::try_from(self.lease_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX)
+        secs_to_ms(self.lease_secs.max(1))
+    }
+
+    /// The recovery point in milliseconds.
+    pub fn recovery_point_ms(&self) -> i64 {
+        secs_to_ms(self.recovery_point_secs)
+    }
+}
+
+/// `[monitor]`: what `strata monitor` and `strata serve` probe and how
+/// long they wait (host-local).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MonitorSection {
+    /// Seconds each part (catalog, store) is waited for per refresh
+    /// (default 5).
+    pub timeout_secs: u64,
+    /// Named `host:port` endpoints whose reachability the monitor shows
+    /// (Garage nodes, the database server), for example
+    /// `garage-1 = "10.0.0.1:3901"`.
+    pub probes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 5,
+            probes: std::collections::BTreeMap::new(),
+        }
     }
 }
 
@@ -200,6 +242,7 @@ impl Default for RepoConfig {
             btrfs: FsEngineSection::default(),
             commands: CommandsSection::default(),
             fleet: FleetSection::default(),
+            monitor: MonitorSection::default(),
             host_id: None,
         }
     }

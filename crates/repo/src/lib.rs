@@ -13,6 +13,7 @@ pub mod config;
 pub mod engines;
 pub mod error;
 pub mod liveness;
+pub mod monitor;
 pub mod progress;
 pub mod repository;
 pub mod restore;

@@ -135,6 +135,15 @@ pub fn scrub(repo: &Repository, opts: &ScrubOptions) -> Result<ScrubReport> {
     };
     let out = with_heartbeat(SCRUB_LEASE_TTL / 3, renew, || run(repo, &owner, opts));
     let _ = cat.release_lease(SCRUB_LEASE, &owner);
+    if let Ok(r) = &out
+        && !opts.dry_run
+    {
+        crate::monitor::record_last(
+            repo,
+            crate::monitor::LAST_SCRUB,
+            &format!("{} deleted, {} bytes freed", r.deleted, r.freed_bytes),
+        );
+    }
     out
 }
 

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod check;
 pub mod forget_fork;
 pub mod hosts;
+pub mod monitor;
 pub mod placement;
 pub mod projects;
 pub mod restore;
