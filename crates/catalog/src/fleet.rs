@@ -261,7 +261,7 @@ pub struct ProjectUsage {
 }
 
 /// The repository's totals, for the monitor.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RepoStats {
     /// Chunk rows.
     pub chunks: u64,

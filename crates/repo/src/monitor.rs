@@ -141,39 +141,6 @@ pub struct RefusalView {
     pub why: String,
 }
 
-/// The repository's chunk totals and garbage awaiting scrub.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatsView {
-    /// Chunk rows.
-    pub chunks: u64,
-    /// Their plaintext bytes.
-    pub bytes: u64,
-    /// Their stored bytes.
-    pub stored_bytes: u64,
-    /// Unreferenced chunks waiting out scrub's grace period.
-    pub waiting_chunks: u64,
-    /// Their stored bytes.
-    pub waiting_bytes: u64,
-    /// Objects doomed by a scrub, not deleted yet.
-    pub doomed: u64,
-    /// Their stored bytes.
-    pub doomed_bytes: u64,
-}
-
-impl From<strata_catalog::RepoStats> for StatsView {
-    fn from(s: strata_catalog::RepoStats) -> Self {
-        Self {
-            chunks: s.chunks,
-            bytes: s.bytes,
-            stored_bytes: s.stored_bytes,
-            waiting_chunks: s.waiting_chunks,
-            waiting_bytes: s.waiting_bytes,
-            doomed: s.doomed,
-            doomed_bytes: s.doomed_bytes,
-        }
-    }
-}
-
 /// The fleet and the repository as the catalog has them.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogView {
@@ -182,7 +149,7 @@ pub struct CatalogView {
     /// Every project.
     pub projects: Vec<ProjectView>,
     /// The repository's totals.
-    pub stats: StatsView,
+    pub stats: strata_catalog::RepoStats,
     /// The last scrub.
     pub last_scrub: Option<LastRun>,
     /// The last check.
@@ -508,7 +475,7 @@ fn catalog_view(repo: &Repository, now: i64, lease: i64, rpo: i64) -> crate::Res
     Ok(CatalogView {
         hosts,
         projects,
-        stats: cat.stats()?.into(),
+        stats: cat.stats()?,
         last_scrub: parse_last(cat.repo_value(LAST_SCRUB)?),
         last_check: parse_last(cat.repo_value(LAST_CHECK)?),
         refusals,
