@@ -86,6 +86,9 @@ pub enum Command {
     /// The fleet at a glance: hosts, stale projects, costs, health,
     /// refusals; never stops when a part is down.
     Monitor(commands::monitor::Args),
+    /// The monitor as a web page and Prometheus metrics, behind an access
+    /// token (STRATA_SERVE_TOKEN_FILE).
+    Serve(commands::serve::Args),
 }
 
 /// Runs the command line; returns the exit code.
@@ -163,5 +166,6 @@ fn dispatch(cli: &Cli, out: &Output) -> anyhow::Result<()> {
         Command::Placements => commands::placement::list(&repo, out),
         Command::Agent(a) => commands::agent::run(repo, a, out),
         Command::Monitor(a) => commands::monitor::run(repo, a, out),
+        Command::Serve(a) => commands::serve::run(repo, a, out),
     }
 }

@@ -11,5 +11,6 @@ pub mod restore;
 pub mod retention;
 pub mod save;
 pub mod scrub;
+pub mod serve;
 pub mod streams;
 pub mod trim;
