@@ -155,3 +155,167 @@ fn postgres_restarted_mid_save_the_save_completes_after_retries() {
     let all = c.snapshots("proj");
     all_restore(&c, &all, &[&first, &second]);
 }
+
+/// A running `strata --json monitor --watch` and the statuses it printed.
+struct Watch {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Watch {
+    fn start(env: &Env) -> Watch {
+        let mut child = env
+            .program()
+            .args(["--json", "monitor", "--watch", "--interval", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(serde_json::from_str(&l).unwrap());
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// Waits up to `secs` for a status printed after the first `after`
+    /// that `pred` accepts; the monitor must still be running.
+    fn wait(
+        &mut self,
+        after: usize,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the monitor exited while {what}"
+            );
+            {
+                let lines = self.lines.lock().unwrap();
+                if let Some(i) = lines.iter().skip(after).position(&pred) {
+                    return after + i + 1;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no status {what} in {secs} s: {:#?}",
+                    lines.last()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts PostgreSQL again however the test ends.
+struct StartPg;
+
+impl Drop for StartPg {
+    fn drop(&mut self) {
+        cluster(&["start-pg"]);
+    }
+}
+
+/// The monitor with PostgreSQL stopped keeps running: it shows the
+/// catalog's last good data marked stale with the failure named, the
+/// store still answering, and recovers when PostgreSQL is back.
+#[test]
+fn the_monitor_keeps_running_with_postgres_stopped_and_says_so() {
+    let Some(c) = Env::on_cluster("monpg") else {
+        return;
+    };
+    c.configure("monitor", "timeout-secs = 2");
+    c.cmd()
+        .args(["hosts", "add", "h1", "--zone", "z"])
+        .assert()
+        .success();
+    let mut w = Watch::start(&c);
+    let ok = |v: &serde_json::Value| {
+        v["catalog"]["error"].is_null() && v["catalog"]["value"]["hosts"][0]["id"] == "h1"
+    };
+    let seen = w.wait(0, 60, "with the catalog answering", ok);
+    let _start = StartPg;
+    cluster(&["stop-pg"]);
+    let seen = w.wait(seen, 60, "naming the catalog as down", |v| {
+        v["catalog"]["error"].is_string()
+            && v["catalog"]["value"]["hosts"][0]["id"] == "h1"
+            && v["store"]["error"].is_null()
+    });
+    let down = w.lines.lock().unwrap()[seen - 1].clone();
+    eprintln!("with PostgreSQL stopped: {}", down["catalog"]["error"]);
+    // A few more refreshes while it is down: still running, still stale.
+    let seen = w.wait(seen, 30, "still down", |v| {
+        v["catalog"]["error"].is_string()
+    });
+    cluster(&["start-pg"]);
+    w.wait(seen, 90, "with the catalog back", ok);
+}
+
+/// The monitor with a Garage node stopped keeps running and names the
+/// node that is down (its probe), while the store (two of three nodes,
+/// behind nginx) still answers.
+#[test]
+fn the_monitor_names_a_stopped_garage_node() {
+    let Some(c) = Env::on_cluster("mongarage") else {
+        return;
+    };
+    let nodes = common::cluster_setting("STRATA_TEST_GARAGE_NODES").unwrap();
+    let probes: String = nodes
+        .split(',')
+        .enumerate()
+        .map(|(i, a)| format!("garage-{} = \"{a}\"\n", i + 1))
+        .collect();
+    c.configure("monitor", &format!("timeout-secs = 3\n[probes]\n{probes}"));
+    let mut w = Watch::start(&c);
+    let node2 = |v: &serde_json::Value| {
+        v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "garage-2")
+            .cloned()
+            .unwrap()
+    };
+    let seen = w.wait(0, 60, "with every node up", |v| {
+        v["probes"]
+            .as_array()
+            .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["up"] == true))
+    });
+    let _restart = Restart("2");
+    cluster(&["kill-node", "2"]);
+    let seen = w.wait(seen, 60, "naming garage-2 as down", |v| {
+        node2(v)["up"] == false
+    });
+    let status = w.lines.lock().unwrap()[seen - 1].clone();
+    assert!(
+        node2(&status)["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{status}"
+    );
+    w.wait(
+        seen,
+        60,
+        "with the store answering through the other nodes",
+        |v| {
+            node2(v)["up"] == false
+                && v["store"]["error"].is_null()
+                && v["catalog"]["error"].is_null()
+        },
+    );
+}

@@ -106,7 +106,7 @@ CREATE TABLE leases (
     owner TEXT NOT NULL,
     expires_ms BIGINT NOT NULL
 );
-""#,
+"#,
     // The fleet: hosts, placement, the project lease (docs/fleet.md).
     r#"
 ALTER TABLE saves ADD COLUMN fence_host TEXT;
