@@ -477,3 +477,181 @@ fn an_agent_of_an_unregistered_host_refuses_to_start() {
     let err = String::from_utf8_lossy(&out);
     assert!(err.contains("no host \"stranger\" is registered"), "{err}");
 }
+
+/// The number of open descriptors and of child processes of `pid`.
+fn fds_and_children(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .count();
+    (fds, children)
+}
+
+/// A stress run: 3 agents, 50 projects, 300 open, edit, close and move
+/// actions in random order (a batch of them at a time, as a platform
+/// would send them). Afterwards every project's newest snapshot restores
+/// exactly the tree last written to it, no agent leaked descriptors or
+/// child processes, and `check --read-data` is clean.
+#[test]
+fn a_stress_run_of_three_agents_and_fifty_projects() {
+    use std::collections::BTreeMap;
+    let env = Env::new();
+    let hosts = ["h1", "h2", "h3"];
+    fleet(&env, &hosts);
+    let names: Vec<String> = (0..50).map(|i| format!("s{i:02}")).collect();
+    let mut want: BTreeMap<String, BTreeMap<String, tree::Node>> = BTreeMap::new();
+    for n in &names {
+        let p = env.path(&format!("seed-{n}"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("readme"), format!("project {n}\n")).unwrap();
+        env.save(&p, &["--project", n]);
+        want.insert(n.clone(), tree::capture(&p));
+    }
+    let agents: Vec<Agent> = hosts.iter().map(|h| Agent::start(&env, h, 3600)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before: Vec<(usize, usize)> = agents
+        .iter()
+        .map(|a| fds_and_children(a.child.id()))
+        .collect();
+    let agent = |h: &str| agents.iter().find(|a| a.host == h).unwrap();
+    let mut where_open: BTreeMap<String, String> = BTreeMap::new();
+    let mut rng = 0x5eed_u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut actions = 0;
+    let mut kinds: BTreeMap<&str, u32> = BTreeMap::new();
+    while actions < 300 {
+        // A batch: up to 10 distinct projects, one action each.
+        let mut batch: Vec<(String, &str, Option<String>)> = Vec::new();
+        while batch.len() < 10 && actions < 300 {
+            let n = names[next(names.len() as u64) as usize].clone();
+            if batch.iter().any(|(b, ..)| *b == n) {
+                continue;
+            }
+            let action = match where_open.get(&n) {
+                None => ("open", Some(hosts[next(3) as usize].to_string())),
+                Some(h) => match next(3) {
+                    0 => ("close", None),
+                    1 => {
+                        let others: Vec<&str> = hosts.iter().copied().filter(|x| x != h).collect();
+                        ("move", Some(others[next(2) as usize].to_string()))
+                    }
+                    _ => ("edit", None),
+                },
+            };
+            *kinds.entry(action.0).or_default() += 1;
+            batch.push((n, action.0, action.1));
+            actions += 1;
+        }
+        let counts: Vec<(usize, usize, usize)> = batch
+            .iter()
+            .map(|(n, ..)| {
+                let h = where_open.get(n);
+                let target = |k: &str, h: &str| agent(h).count(k, n);
+                (
+                    hosts.iter().map(|h| target("opened", h)).sum(),
+                    h.map_or(0, |h| target("closed", h)),
+                    h.map_or(0, |h| target("moved", h)),
+                )
+            })
+            .collect();
+        for (n, kind, arg) in &batch {
+            match *kind {
+                "open" => strata(&env, &["open", n, "--on", arg.as_deref().unwrap()]),
+                "close" => strata(&env, &["close", n]),
+                "move" => strata(&env, &["move", n, "--to", arg.as_deref().unwrap()]),
+                _ => {
+                    let dir = agent(&where_open[n]).dir.join(n);
+                    std::fs::write(
+                        dir.join(format!("edit-{actions}-{}", next(1000))),
+                        n.repeat(100),
+                    )
+                    .unwrap();
+                    // Saved by the next close or move (or at the end).
+                    want.insert(n.clone(), tree::capture(&dir));
+                }
+            }
+        }
+        for ((n, kind, arg), (opened, closed, moved)) in batch.iter().zip(counts) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let done = || match *kind {
+                "open" | "move" => {
+                    hosts
+                        .iter()
+                        .map(|h| agent(h).count("opened", n))
+                        .sum::<usize>()
+                        > opened
+                        && (*kind == "open" || agent(&where_open[n]).count("moved", n) > moved)
+                }
+                "close" => agent(&where_open[n]).count("closed", n) > closed,
+                _ => true,
+            };
+            while !done() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{kind} {n} {arg:?} did not happen in 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            match *kind {
+                "open" | "move" => {
+                    where_open.insert(n.clone(), arg.clone().unwrap());
+                }
+                "close" => {
+                    where_open.remove(n);
+                }
+                _ => {}
+            }
+        }
+    }
+    eprintln!("stress actions: {kinds:?}");
+    // Everything closed: a last save of each.
+    for (n, h) in where_open.clone() {
+        let closed = agent(&h).count("closed", &n);
+        strata(&env, &["close", &n]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while agent(&h).count("closed", &n) == closed {
+            assert!(Instant::now() < deadline, "close {n} on {h}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for (a, (fds, children)) in agents.iter().zip(before) {
+        let (now_fds, now_children) = fds_and_children(a.child.id());
+        assert!(
+            now_fds <= fds + 4,
+            "agent {} holds {now_fds} descriptors, {fds} at the start",
+            a.host
+        );
+        assert_eq!(
+            (children, now_children),
+            (0, 0),
+            "agent {} has child processes",
+            a.host
+        );
+        let failed: Vec<Value> = a
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["event"] == "failed")
+            .cloned()
+            .collect();
+        assert!(failed.is_empty(), "agent {}: {failed:#?}", a.host);
+    }
+    for (n, tree) in &want {
+        let snaps = env.snapshots(n);
+        env.restore_matches(n, snaps.last().unwrap(), tree);
+    }
+    let check = env.summary(&["check", "--read-data"]);
+    assert_eq!(check["problems"], 0, "{check}");
+    for a in agents {
+        drop(a.stop());
+    }
+}

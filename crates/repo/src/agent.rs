@@ -173,6 +173,18 @@ pub struct Agent<'a> {
     renewed_until: i64,
 }
 
+/// Removes a local copy that holds nothing unsaved (read-only
+/// directories included).
+fn remove_tree(dir: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| Error::system(format!("remove {}", dir.display()), e))
+}
+
 /// A project's directory name: its name, which must be one plain path
 /// component (the catalog's names are not trusted to be).
 fn dir_name(name: &str) -> Result<&str> {
@@ -445,22 +457,30 @@ impl<'a> Agent<'a> {
             match restore(self.repo, &project.id.to_string(), dir, &opts, &NoProgress) {
                 Ok(r) => (r, had_copy),
                 Err(e) if had_copy && e.kind() == crate::ErrorKind::Input => {
-                    // The copy cannot be caught up: set it aside, restore whole.
-                    let aside = self.opts.projects_dir.join(".strata-aside").join(format!(
-                        "{}-{}",
-                        project.name,
-                        self.repo.clock.now_ms()
-                    ));
-                    std::fs::create_dir_all(aside.parent().expect("has a parent"))
-                        .and_then(|()| std::fs::rename(dir, &aside))
-                        .map_err(|e2| {
-                            Error::system(format!("set {} aside after: {e}", dir.display()), e2)
-                        })?;
-                    (self.events)(&Event::Failed {
-                        project: project.name.clone(),
-                        action: "catch up",
-                        error: format!("{e}; the copy was set aside at {}", aside.display()),
-                    });
+                    // The copy cannot be caught up. One that holds nothing
+                    // unsaved (an unchanged snapshot off the chain, after
+                    // a rebase) is replaced; any other is set aside, never
+                    // deleted, and said so.
+                    let copy = crate::restore::local_copy(self.repo, project, dir)?;
+                    if matches!(copy, crate::restore::LocalCopy::Unchanged(_)) {
+                        remove_tree(dir)?;
+                    } else if copy != crate::restore::LocalCopy::Absent {
+                        let aside = self.opts.projects_dir.join(".strata-aside").join(format!(
+                            "{}-{}",
+                            project.name,
+                            self.repo.clock.now_ms()
+                        ));
+                        std::fs::create_dir_all(aside.parent().expect("has a parent"))
+                            .and_then(|()| std::fs::rename(dir, &aside))
+                            .map_err(|e2| {
+                                Error::system(format!("set {} aside after: {e}", dir.display()), e2)
+                            })?;
+                        (self.events)(&Event::Failed {
+                            project: project.name.clone(),
+                            action: "catch up",
+                            error: format!("{e}; the copy was set aside at {}", aside.display()),
+                        });
+                    }
                     let opts = RestoreOptions {
                         in_place: false,
                         ..opts

@@ -193,12 +193,66 @@ pub fn restore(
     })
 }
 
+/// What a directory holds as a local copy of a project on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalCopy {
+    /// Nothing (no directory, or an empty one).
+    Absent,
+    /// Files strata did not restore or save there on this host.
+    Unbound,
+    /// A copy of another project (its name).
+    Foreign(String),
+    /// Bound to the project, but no save of it committed.
+    Uncommitted,
+    /// The snapshot it holds, changed since (what differs first): it may
+    /// hold work no save took.
+    Changed {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The first difference.
+        what: String,
+    },
+    /// The snapshot it holds, unchanged since: nothing in it is unsaved.
+    Unchanged(SnapshotId),
+}
+
+/// What the native directory `target` holds of `project`, as its recorded
+/// local state on this host says and a walk of it (no file read) checks.
+///
+/// # Errors
+/// When the local state cannot be read or the walk fails.
+pub fn local_copy(repo: &Repository, project: &Project, target: &Path) -> Result<LocalCopy> {
+    if fs::read_dir(target).map_or(true, |mut d| d.next().is_none()) {
+        return Ok(LocalCopy::Absent);
+    }
+    let mut wt = Worktree::open(&repo.state_dir, &repo.id, target)?;
+    wt.lock(target)?;
+    let Some(state) = wt.load()? else {
+        return Ok(LocalCopy::Unbound);
+    };
+    if state.project_id != project.id.to_string() {
+        return Ok(LocalCopy::Foreign(state.project_name));
+    }
+    let Ok(snapshot) = state.snapshot.parse::<SnapshotId>() else {
+        return Ok(LocalCopy::Uncommitted);
+    };
+    let mut index = fs::File::open(wt.index_path())
+        .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
+    let engine = repo.engine(strata_engine::EngineKind::Native);
+    let differs = engine
+        .differs_from_state(target, &mut index)
+        .map_err(|e| crate::engines::engine_error(format!("compare {}", target.display()), e))?;
+    Ok(match differs {
+        Some(what) => LocalCopy::Changed { snapshot, what },
+        None => LocalCopy::Unchanged(snapshot),
+    })
+}
+
 /// How many streams of `plan` the native local copy at `target` holds,
 /// for a catch-up in place: `None` when there is nothing to catch up (no
 /// such directory, an empty one, or another engine's, which catches up in
-/// its own restore). The copy must be bound to `project` on this host, at
-/// a snapshot of the plan, and unchanged since: a send from its recorded
-/// local state finds nothing to send.
+/// its own restore). The copy must be bound to `project` on this host,
+/// unchanged since its snapshot, and that snapshot on the plan.
 ///
 /// # Errors
 /// [`Error::Input`] naming the target and what disqualifies it.
@@ -209,43 +263,29 @@ fn local_copy_holds(
     plan: &[StreamInfo],
     target: &Path,
 ) -> Result<Option<usize>> {
-    if engine.kind() != strata_engine::EngineKind::Native
-        || fs::read_dir(target).map_or(true, |mut d| d.next().is_none())
-    {
+    if engine.kind() != strata_engine::EngineKind::Native {
         return Ok(None);
     }
-    let refuse = |why: String| {
-        Err(Error::Input(format!(
-            "{} cannot be caught up in place: {why}",
-            target.display()
-        )))
+    let why = match local_copy(repo, project, target)? {
+        LocalCopy::Absent => return Ok(None),
+        LocalCopy::Unbound => "strata did not restore or save it on this host".to_string(),
+        LocalCopy::Foreign(name) => format!("it holds project {name:?}"),
+        LocalCopy::Uncommitted => "no save of it committed".into(),
+        LocalCopy::Changed { snapshot, what } => {
+            format!("it changed since snapshot {snapshot} ({what})")
+        }
+        LocalCopy::Unchanged(snapshot) => match plan.iter().position(|s| s.end == snapshot) {
+            Some(at) => return Ok(Some(at + 1)),
+            None => format!(
+                "it holds snapshot {snapshot} (unchanged), which is not on the chain to {}",
+                plan.last().map_or(String::new(), |s| s.end.to_string())
+            ),
+        },
     };
-    let mut wt = Worktree::open(&repo.state_dir, &repo.id, target)?;
-    wt.lock(target)?;
-    let Some(state) = wt.load()? else {
-        return refuse("strata did not restore or save it on this host".into());
-    };
-    if state.project_id != project.id.to_string() {
-        return refuse(format!("it holds project {:?}", state.project_name));
-    }
-    let Ok(snap) = state.snapshot.parse::<SnapshotId>() else {
-        return refuse("no save of it committed".into());
-    };
-    let Some(at) = plan.iter().position(|s| s.end == snap) else {
-        return refuse(format!(
-            "it holds snapshot {snap}, which is not on the chain to {}",
-            plan.last().map_or(String::new(), |s| s.end.to_string())
-        ));
-    };
-    let mut index = fs::File::open(wt.index_path())
-        .map_err(|e| Error::system(format!("open {}", wt.index_path().display()), e))?;
-    let differs = engine
-        .differs_from_state(target, &mut index)
-        .map_err(|e| crate::engines::engine_error(format!("compare {}", target.display()), e))?;
-    if let Some(what) = differs {
-        return refuse(format!("it changed since snapshot {snap} ({what})"));
-    }
-    Ok(Some(at + 1))
+    Err(Error::Input(format!(
+        "{} cannot be caught up in place: {why}",
+        target.display()
+    )))
 }
 
 /// The plan was made from one read of the catalog and its streams are read
