@@ -228,6 +228,9 @@ macro_rules! forward_catalog {
                 self.inner.set_copy(host, project, snapshot, now_ms)
             })
         }
+        fn placements_of(&self, host: &str) -> Result<Vec<Placement>> {
+            self.via("placements_of", || self.inner.placements_of(host))
+        }
         fn copies(&self, project: ProjectId) -> Result<Vec<(String, SnapshotId)>> {
             self.via("copies", || self.inner.copies(project))
         }

@@ -661,6 +661,14 @@ pub trait Catalog: Send + Sync {
         lease_ms: i64,
     ) -> Result<Vec<Placement>>;
 
+    /// The placements that name `host` (held, or moving to it), as a
+    /// heartbeat returns them, read only: what an agent polls between
+    /// heartbeats.
+    ///
+    /// # Errors
+    /// When the backend fails.
+    fn placements_of(&self, host: &str) -> Result<Vec<Placement>>;
+
     /// Records that `host` has a local copy of `project` at `snapshot`
     /// (`None`: it has none any more). Placement prefers such hosts.
     ///

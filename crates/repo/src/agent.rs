@@ -28,6 +28,10 @@ use crate::repository::Repository;
 use crate::restore::{RestoreOptions, restore};
 use crate::save::{SaveOptions, save};
 
+/// How often the agent reconciles while a move from or to its host is
+/// under way.
+const HURRY_TICK: Duration = Duration::from_millis(200);
+
 /// The agent's version, reported with every heartbeat.
 pub const AGENT_VERSION: &str = concat!("strata ", env!("CARGO_PKG_VERSION"));
 
@@ -57,9 +61,11 @@ pub struct AgentOptions {
     pub projects_dir: PathBuf,
     /// How often an open project is saved.
     pub save_every: Duration,
-    /// How often the agent heartbeats and reconciles (default: a third of
-    /// the lease).
+    /// How often the agent heartbeats (default: a third of the lease).
     pub tick: Duration,
+    /// How often it reads its placements between heartbeats and
+    /// reconciles (default 1 s): how soon it acts on a request.
+    pub poll: Duration,
     /// Who owns restored files.
     pub owner: ProjectOwner,
     /// How long a move's source waits for the target to catch up before
@@ -171,6 +177,9 @@ pub struct Agent<'a> {
     served: BTreeMap<ProjectId, Served>,
     /// Until when the last successful heartbeat renewed the leases.
     renewed_until: i64,
+    /// A move from or to this host is under way: reconcile often, so the
+    /// freeze ends as soon as both sides are ready.
+    hurry: bool,
 }
 
 /// Removes a local copy that holds nothing unsaved (read-only
@@ -215,6 +224,7 @@ impl<'a> Agent<'a> {
             events,
             served: BTreeMap::new(),
             renewed_until: i64::MIN,
+            hurry: false,
         }
     }
 
@@ -269,11 +279,22 @@ impl<'a> Agent<'a> {
         {
             return Err(e.into());
         }
+        let mut beat: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             let started = Instant::now();
-            self.tick();
-            while started.elapsed() < self.opts.tick && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50).min(self.opts.tick));
+            let due = beat.is_none_or(|b| b.elapsed() >= self.opts.tick);
+            if due {
+                beat = Some(started);
+            }
+            self.pass(due);
+            let poll = self.opts.poll.min(self.opts.tick);
+            let pause = if self.hurry {
+                poll.min(HURRY_TICK)
+            } else {
+                poll
+            };
+            while started.elapsed() < pause && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50).min(pause));
             }
         }
         self.shutdown();
@@ -283,34 +304,45 @@ impl<'a> Agent<'a> {
     /// One reconcile pass: heartbeat, then every placement naming this
     /// host handled in turn.
     pub fn tick(&mut self) {
+        self.pass(true);
+    }
+
+    /// A reconcile pass; with `heartbeat`, after a heartbeat (a write that
+    /// renews the leases), else after a read of the placements only.
+    fn pass(&mut self, heartbeat: bool) {
         let now = self.repo.clock.now_ms();
-        let placements =
-            match self
-                .repo
+        let read = if heartbeat {
+            self.repo
                 .catalog
                 .heartbeat(self.host(), &self.report(), now, self.lease_ms())
-            {
-                Ok(p) => {
+        } else {
+            self.repo.catalog.placements_of(self.host())
+        };
+        let placements = match read {
+            Ok(p) => {
+                if heartbeat {
                     self.renewed_until = now + self.lease_ms();
-                    p
                 }
-                Err(e) => {
-                    self.failed("", "heartbeat", &e.into());
-                    // Unrenewed, the leases run out on their own: stop
-                    // serving what they covered once they have.
-                    if now > self.renewed_until {
-                        let lost: Vec<ProjectId> = self.served.keys().copied().collect();
-                        for id in lost {
-                            self.lose(
-                                id,
-                                "its lease ran out while the catalog could not be reached",
-                            );
-                        }
+                p
+            }
+            Err(e) => {
+                self.failed("", if heartbeat { "heartbeat" } else { "poll" }, &e.into());
+                // Unrenewed, the leases run out on their own: stop
+                // serving what they covered once they have.
+                if now > self.renewed_until {
+                    let lost: Vec<ProjectId> = self.served.keys().copied().collect();
+                    for id in lost {
+                        self.lose(
+                            id,
+                            "its lease ran out while the catalog could not be reached",
+                        );
                     }
-                    return;
                 }
-            };
+                return;
+            }
+        };
         self.drop_lost(&placements, now);
+        self.hurry = placements.iter().any(|p| p.move_to.is_some());
         for p in &placements {
             let r = self.reconcile(p, now);
             if let Err((action, e)) = r {

@@ -294,6 +294,8 @@ pub fn lease_fencing(cat: &dyn Catalog) {
         .heartbeat("h1", &HostReport::version("v"), 1000, LEASE)
         .unwrap();
     assert_eq!(seen.len(), 1);
+    assert_eq!(cat.placements_of("h1").unwrap(), seen, "what a poll reads");
+    assert!(cat.placements_of("h2").unwrap().is_empty());
     assert_eq!(seen[0].expires_ms, 1000 + LEASE);
     // Paused past its expiry: its commit is refused even before anyone
     // takes the project over, and a late heartbeat does not revive it.

@@ -541,16 +541,25 @@ pub(super) fn heartbeat<D: Dialect>(
              WHERE host = ?1 AND state <> 'closed' AND expires_ms >= ?2 AND expires_ms < ?3",
             &[id.into(), now_ms.into(), (now_ms + lease_ms).into()],
         )?;
-        tx.query(
-            "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host
-             FROM placements WHERE (host = ?1 AND state <> 'closed') OR move_to = ?1
-             ORDER BY project",
-            &[id.into()],
-        )?
-        .iter()
-        .map(placement_from_row)
-        .collect()
+        naming(tx, id)
     })
+}
+
+/// The placements that name host `id`: held by it, or moving to it.
+fn naming(tx: &mut impl Tx, id: &str) -> Result<Vec<Placement>> {
+    tx.query(
+        "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host
+         FROM placements WHERE (host = ?1 AND state <> 'closed') OR move_to = ?1
+         ORDER BY project",
+        &[id.into()],
+    )?
+    .iter()
+    .map(placement_from_row)
+    .collect()
+}
+
+pub(super) fn placements_of<D: Dialect>(db: &D, id: &str) -> Result<Vec<Placement>> {
+    db.transaction(Mode::Read, "placements_of", |tx| naming(tx, id))
 }
 
 pub(super) fn set_copy<D: Dialect>(

@@ -967,6 +967,10 @@ impl<D: Dialect> Catalog for SqlCatalog<D> {
         fleet::set_copy(&self.db, host, project, snapshot, now_ms)
     }
 
+    fn placements_of(&self, host: &str) -> Result<Vec<Placement>> {
+        fleet::placements_of(&self.db, host)
+    }
+
     fn copies(&self, project: ProjectId) -> Result<Vec<(String, SnapshotId)>> {
         fleet::copies(&self.db, project)
     }

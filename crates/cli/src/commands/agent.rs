@@ -20,10 +20,13 @@ pub struct Args {
     /// Seconds between saves of an open project.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub save_every: u64,
-    /// Milliseconds between heartbeats and reconcile passes (default: a
-    /// third of the lease).
+    /// Milliseconds between heartbeats (default: a third of the lease).
     #[arg(long, value_name = "MS")]
     pub tick_ms: Option<u64>,
+    /// Milliseconds between reads of this host's placements (each followed
+    /// by a reconcile pass): how soon a request is acted on.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub poll_ms: u64,
     /// Seconds a move's source waits for the target to catch up before it
     /// freezes the project anyway.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -147,6 +150,7 @@ pub fn run(mut repo: Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         projects_dir: a.projects_dir.clone(),
         save_every: Duration::from_secs(a.save_every),
         tick: Duration::from_millis(a.tick_ms.unwrap_or(lease / 3).max(10)),
+        poll: Duration::from_millis(a.poll_ms.max(10)),
         owner: match (a.owner, a.owner_named_like_project) {
             (Some((uid, gid)), _) => ProjectOwner::Fixed { uid, gid },
             (None, true) => ProjectOwner::NamedLikeProject,
