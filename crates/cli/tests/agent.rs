@@ -349,7 +349,19 @@ fn a_move_under_write_load_on_the_cluster() {
 /// nothing: its commit is refused by the token and recorded.
 #[test]
 fn a_killed_agent_is_taken_over_and_a_paused_one_is_fenced() {
-    let env = Env::new();
+    killed_and_paused(&Env::new());
+}
+
+#[test]
+fn a_killed_agent_is_taken_over_and_a_paused_one_is_fenced_on_the_cluster() {
+    let Some(env) = Env::on_cluster("agentkill") else {
+        return;
+    };
+    killed_and_paused(&env);
+}
+
+fn killed_and_paused(env: &Env) {
+    let env = env.share();
     fleet(&env, &["h1", "h2", "h3"]);
     project(&env, "p");
     let a1 = Agent::start(&env, "h1", 1);
@@ -416,7 +428,19 @@ fn a_killed_agent_is_taken_over_and_a_paused_one_is_fenced() {
 /// then is disabled; a disabled host's agent is given nothing.
 #[test]
 fn a_drain_empties_a_host_and_a_disabled_host_receives_nothing() {
-    let env = Env::new();
+    drain(&Env::new());
+}
+
+#[test]
+fn a_drain_empties_a_host_on_the_cluster() {
+    let Some(env) = Env::on_cluster("agentdrain") else {
+        return;
+    };
+    drain(&env);
+}
+
+fn drain(env: &Env) {
+    let env = env.share();
     fleet(&env, &["h1", "h2", "h3"]);
     strata(&env, &["hosts", "disable", "h3"]);
     let names = ["a", "b", "c"];
@@ -654,4 +678,76 @@ fn a_stress_run_of_three_agents_and_fifty_projects() {
     for a in agents {
         drop(a.stop());
     }
+}
+
+/// Owners: as root, `--owner-named-like-project` gives a project's files
+/// to the local user named like it (here `nobody`, 65534), and a project
+/// with no such user is not opened, said so; as an unprivileged user (CI
+/// runs as root, users do not), the agent restores files owned by itself.
+#[test]
+fn restored_projects_belong_to_their_user_and_agents_run_without_root() {
+    use std::os::unix::fs::MetadataExt;
+    if strata_testing::privilege::is_root() {
+        let env = Env::new();
+        fleet(&env, &["h1"]);
+        project(&env, "nobody");
+        project(&env, "no-such-user-here");
+        let dir = env.path("projects-h1");
+        let mut child = env
+            .as_host("h1")
+            .program()
+            .args(["--json", "agent", "--projects-dir", dir.to_str().unwrap()])
+            .args(["--tick-ms", "200", "--owner-named-like-project"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        strata(&env, &["open", "nobody", "--on", "h1"]);
+        strata(&env, &["open", "no-such-user-here", "--on", "h1"]);
+        let mut opened = false;
+        let mut refused = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            opened |= v["event"] == "opened" && v["project"] == "nobody";
+            refused |= v["event"] == "failed"
+                && v["project"] == "no-such-user-here"
+                && v["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no local user is named");
+            if opened && refused {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        for e in walkdir::WalkDir::new(dir.join("nobody")) {
+            let md = e.unwrap().metadata().unwrap();
+            assert_eq!((md.uid(), md.gid()), (65534, 65534));
+        }
+        assert!(!dir.join("no-such-user-here").exists());
+    }
+    // Unprivileged: an agent running as nobody (when the suite is root).
+    let env = Env::unprivileged();
+    fleet(&env, &["h1"]);
+    project(&env, "mine");
+    let a = Agent::start(&env, "h1", 1);
+    strata(&env, &["open", "mine", "--on", "h1"]);
+    a.wait("opened", "mine", 30);
+    let dir = a.dir.join("mine");
+    let me = std::fs::metadata(env.path("projects-h1")).unwrap().uid();
+    for e in walkdir::WalkDir::new(&dir) {
+        assert_eq!(
+            e.unwrap().metadata().unwrap().uid(),
+            me,
+            "owned by the agent's user"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/main.py")).unwrap(),
+        "print('mine')\n"
+    );
+    strata(&env, &["close", "mine"]);
+    a.wait("closed", "mine", 30);
+    drop(a.stop());
 }
