@@ -81,6 +81,9 @@ pub struct HostRecord {
     pub cache_bytes: u64,
     /// Its chunk cache's budget, as last reported (0: none).
     pub cache_budget: u64,
+    /// Its agent's last failure, as last reported (`MS ACTION PROJECT:
+    /// ERROR`).
+    pub last_error: Option<String>,
     /// When it was added.
     pub added_ms: i64,
 }
@@ -94,6 +97,8 @@ pub struct HostReport {
     pub cache_bytes: u64,
     /// Its chunk cache's budget (0: no cache).
     pub cache_budget: u64,
+    /// Its last failure since it started (`MS ACTION PROJECT: ERROR`).
+    pub last_error: Option<String>,
 }
 
 impl HostReport {
@@ -103,6 +108,7 @@ impl HostReport {
             agent_version: agent_version.to_string(),
             cache_bytes: 0,
             cache_budget: 0,
+            last_error: None,
         }
     }
 }

@@ -196,6 +196,7 @@ fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
         agent_version: None,
         cache_bytes: 0,
         cache_budget: 0,
+        last_error: None,
         added_ms: 1,
     };
     let denied = |r: Result<(), CatalogError>, what: &str| {

@@ -719,6 +719,22 @@ fn restored_projects_belong_to_their_user_and_agents_run_without_root() {
                 break;
             }
         }
+        // The failure reaches the monitor with the next heartbeat.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = env.json(&["monitor"]).remove(0);
+            let e = s["catalog"]["value"]["hosts"][0]["last_error"]["summary"].clone();
+            if e.as_str()
+                .is_some_and(|e| e.contains("open no-such-user-here: no local user"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the monitor never showed the agent's error: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let _ = child.kill();
         let _ = child.wait();
         for e in walkdir::WalkDir::new(dir.join("nobody")) {

@@ -180,6 +180,8 @@ pub struct Agent<'a> {
     /// A move from or to this host is under way: reconcile often, so the
     /// freeze ends as soon as both sides are ready.
     hurry: bool,
+    /// The last failure, reported with the heartbeat (for the monitor).
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Removes a local copy that holds nothing unsaved (read-only
@@ -225,6 +227,7 @@ impl<'a> Agent<'a> {
             served: BTreeMap::new(),
             renewed_until: i64::MIN,
             hurry: false,
+            last_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -239,6 +242,11 @@ impl<'a> Agent<'a> {
     /// The heartbeat's report: version and cache.
     fn report(&self) -> HostReport {
         let mut r = HostReport::version(AGENT_VERSION);
+        r.last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(c) = &self.opts.cache {
             let s = c.stats();
             (r.cache_bytes, r.cache_budget) = (s.bytes, s.budget);
@@ -251,6 +259,11 @@ impl<'a> Agent<'a> {
     }
 
     fn failed(&self, project: &str, action: &'static str, e: &Error) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            "{} {action} {}: {e}",
+            self.repo.clock.now_ms(),
+            if project.is_empty() { "-" } else { project }
+        ));
         (self.events)(&Event::Failed {
             project: project.to_string(),
             action,

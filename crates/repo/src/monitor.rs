@@ -108,6 +108,8 @@ pub struct HostView {
     pub cache_budget: u64,
     /// Its agent's version.
     pub agent_version: Option<String>,
+    /// Its agent's last failure (when, and what).
+    pub last_error: Option<LastRun>,
 }
 
 /// A project as the monitor shows it.
@@ -430,6 +432,7 @@ fn catalog_view(repo: &Repository, now: i64, lease: i64, rpo: i64) -> crate::Res
                 cache_bytes: h.cache_bytes,
                 cache_budget: h.cache_budget,
                 agent_version: h.agent_version,
+                last_error: parse_last(h.last_error),
             }
         })
         .collect();

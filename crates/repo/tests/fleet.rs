@@ -35,6 +35,7 @@ fn add_host(cat: &dyn Catalog, id: &str) {
         agent_version: None,
         cache_bytes: 0,
         cache_budget: 0,
+        last_error: None,
         added_ms: 0,
     })
     .unwrap();

@@ -23,6 +23,7 @@ fn host(id: &str, zone: &str, max_projects: u64) -> HostRecord {
         agent_version: None,
         cache_bytes: 0,
         cache_budget: 0,
+        last_error: None,
         added_ms: 1,
     }
 }
@@ -129,6 +130,14 @@ pub fn hosts_lifecycle(cat: &dyn Catalog) {
             .is_empty()
     );
     let h = &cat.hosts().unwrap()[1].host;
+    assert_eq!(h.last_error, None);
+    let failing = HostReport {
+        last_error: Some("5 open p: the disk is full".into()),
+        ..HostReport::version("strata 9.9")
+    };
+    cat.heartbeat("h1", &failing, 7, LEASE).unwrap();
+    let h = &cat.hosts().unwrap()[1].host;
+    assert_eq!(h.last_error.as_deref(), Some("5 open p: the disk is full"));
     assert_eq!(
         (h.heartbeat_ms, h.agent_version.as_deref()),
         (Some(7), Some("strata 9.9"))

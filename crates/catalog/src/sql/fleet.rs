@@ -41,11 +41,12 @@ fn host_from_row(r: &Row) -> Result<HostRecord> {
         added_ms: r.int(8)?,
         cache_bytes: r.int(9)? as u64,
         cache_budget: r.int(10)? as u64,
+        last_error: r.opt_text(11)?,
     })
 }
 
 const HOST_BY_ID: &str = "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
-     agent_version, added_ms, cache_bytes, cache_budget FROM hosts WHERE id = ?1";
+     agent_version, added_ms, cache_bytes, cache_budget, last_error FROM hosts WHERE id = ?1";
 
 fn host(tx: &mut impl Tx, id: &str) -> Result<HostRecord> {
     tx.one(HOST_BY_ID, &[id.into()])?
@@ -114,7 +115,7 @@ const LOAD: &str = "SELECT x.host, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(x
      GROUP BY x.host";
 
 const HOSTS: &str = "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
-     agent_version, added_ms, cache_bytes, cache_budget FROM hosts ORDER BY id";
+     agent_version, added_ms, cache_bytes, cache_budget, last_error FROM hosts ORDER BY id";
 
 /// Why `h` cannot take a project of `bytes` now, if it cannot. A host is
 /// down when its agent has been heard from, but not within `lease_ms` (its
@@ -366,8 +367,8 @@ pub(super) fn add_host<D: Dialect>(db: &D, h: &HostRecord) -> Result<()> {
     let inserted = db.transaction(Mode::Write, "add_host", |tx| {
         tx.insert_unique(
             "INSERT INTO hosts (id, address, zone, state, max_projects, max_bytes, heartbeat_ms,
-                                agent_version, added_ms, cache_bytes, cache_budget)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                agent_version, added_ms, cache_bytes, cache_budget, last_error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             &[
                 h.id.as_str().into(),
                 h.address.as_str().into(),
@@ -380,6 +381,7 @@ pub(super) fn add_host<D: Dialect>(db: &D, h: &HostRecord) -> Result<()> {
                 h.added_ms.into(),
                 h.cache_bytes.into(),
                 h.cache_budget.into(),
+                h.last_error.clone().into(),
             ],
         )
     })?;
@@ -526,7 +528,7 @@ pub(super) fn heartbeat<D: Dialect>(
         host(tx, id)?;
         tx.exec(
             "UPDATE hosts SET heartbeat_ms = ?2, agent_version = ?3, cache_bytes = ?4,
-                              cache_budget = ?5
+                              cache_budget = ?5, last_error = ?6
              WHERE id = ?1",
             &[
                 id.into(),
@@ -534,6 +536,7 @@ pub(super) fn heartbeat<D: Dialect>(
                 report.agent_version.as_str().into(),
                 report.cache_bytes.into(),
                 report.cache_budget.into(),
+                report.last_error.clone().into(),
             ],
         )?;
         tx.exec(

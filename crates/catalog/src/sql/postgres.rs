@@ -122,7 +122,8 @@ CREATE TABLE hosts (
     agent_version TEXT,
     added_ms BIGINT NOT NULL,
     cache_bytes BIGINT NOT NULL DEFAULT 0,
-    cache_budget BIGINT NOT NULL DEFAULT 0
+    cache_budget BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT
 );
 CREATE TABLE placements (
     project TEXT PRIMARY KEY REFERENCES projects(id),
@@ -172,7 +173,8 @@ DO $$ BEGIN
     GRANT UPDATE (unref_since_ms) ON chunks TO strata_host;
     GRANT UPDATE (expires_ms) ON saves TO strata_host;
     GRANT DELETE ON saves, intents TO strata_host;
-    GRANT UPDATE (heartbeat_ms, agent_version, cache_bytes, cache_budget, state) ON hosts TO strata_host;
+    GRANT UPDATE (heartbeat_ms, agent_version, cache_bytes, cache_budget, last_error, state)
+      ON hosts TO strata_host;
     GRANT UPDATE ON placements TO strata_host;
     GRANT INSERT, UPDATE, DELETE ON host_copies TO strata_host;
     GRANT INSERT ON rejections TO strata_host;

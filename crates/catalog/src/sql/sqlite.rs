@@ -110,7 +110,8 @@ CREATE TABLE hosts (
     agent_version TEXT,
     added_ms INTEGER NOT NULL,
     cache_bytes INTEGER NOT NULL DEFAULT 0,
-    cache_budget INTEGER NOT NULL DEFAULT 0
+    cache_budget INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
 );
 CREATE TABLE placements (
     project TEXT PRIMARY KEY REFERENCES projects(id),

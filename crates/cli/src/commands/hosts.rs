@@ -111,6 +111,7 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
                 agent_version: None,
                 cache_bytes: 0,
                 cache_budget: 0,
+                last_error: None,
                 added_ms: now,
             })?;
             out.line(&format!("host {} added in zone {}", a.id, a.zone));
@@ -210,6 +211,7 @@ fn list(repo: &Repository, out: &Output) -> anyhow::Result<()> {
                 "agent_version": h.agent_version, "open": i.open, "max_projects": h.max_projects,
                 "open_bytes": i.open_bytes, "max_bytes": h.max_bytes, "copies": i.copies,
                 "cache_bytes": h.cache_bytes, "cache_budget": h.cache_budget,
+                "last_error": h.last_error,
             }));
         }
         return Ok(());

@@ -141,6 +141,22 @@ pub fn render(s: &Status) -> String {
                 ))
             );
         }
+        let errors: Vec<_> = c
+            .hosts
+            .iter()
+            .filter_map(|h| h.last_error.as_ref().map(|e| (h, e)))
+            .collect();
+        let _ = writeln!(o, "\nAGENTS' LAST ERRORS: {}", errors.len());
+        for (h, e) in errors {
+            let _ = writeln!(
+                o,
+                "  {} ({} ago) on {}: {}",
+                when(e.at_ms),
+                age(s.at_ms - e.at_ms),
+                h.id,
+                e.summary
+            );
+        }
         let _ = writeln!(o, "\nRECENT REFUSALS: {}", c.refusals.len());
         for r in c.refusals.iter().take(5) {
             let _ = writeln!(

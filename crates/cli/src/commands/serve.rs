@@ -329,6 +329,21 @@ pub fn page(s: &Status, interval: u64) -> String {
                     .map_or("never".into(), |t| format!("{} ago", age(s.at_ms - t))))
             );
         }
+        let _ = write!(
+            o,
+            "</table><h2>Agents' last errors</h2><table id=\"errors\">"
+        );
+        for h in &c.hosts {
+            if let Some(e) = &h.last_error {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&when(e.at_ms)),
+                    esc(&h.id),
+                    esc(&e.summary)
+                );
+            }
+        }
         let _ = write!(o, "</table><h2>Recent refusals</h2><table id=\"refusals\">");
         for r in &c.refusals {
             let _ = write!(
