@@ -113,6 +113,28 @@ impl HostReport {
     }
 }
 
+impl HostRecord {
+    /// An enabled host `id` in `zone` taking up to `max_projects` projects
+    /// (no byte limit, no address), added at `added_ms`, its agent not yet
+    /// heard from.
+    pub fn new(id: &str, zone: &str, max_projects: u64, added_ms: i64) -> Self {
+        Self {
+            id: id.to_string(),
+            address: String::new(),
+            zone: zone.to_string(),
+            state: HostState::Enabled,
+            max_projects,
+            max_bytes: 0,
+            heartbeat_ms: None,
+            agent_version: None,
+            cache_bytes: 0,
+            cache_budget: 0,
+            last_error: None,
+            added_ms,
+        }
+    }
+}
+
 /// A host with what it has open, for listings and the monitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInfo {
@@ -199,15 +221,6 @@ impl Placement {
             _ if self.expires_ms < now_ms => None,
             _ => self.host.as_deref(),
         }
-    }
-
-    /// The lease as a save on `host` holds it, if `host` holds it at
-    /// `now_ms`.
-    pub fn fence_for(&self, host: &str, now_ms: i64) -> Option<Fence> {
-        (self.holder(now_ms) == Some(host)).then(|| Fence {
-            host: host.to_string(),
-            token: self.token,
-        })
     }
 }
 

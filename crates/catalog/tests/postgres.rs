@@ -174,7 +174,7 @@ fn wrong_ca_expired_certificate_wrong_host_and_loose_password_files_are_refused_
 /// host's capacity, or open projects (the maintenance role does).
 #[test]
 fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
-    use strata_catalog::{CatalogError, Fence, HostRecord, HostReport, HostState, Request};
+    use strata_catalog::{CatalogError, Fence, HostRecord, HostReport, Request};
     use strata_core::SnapshotId;
     let Some(admin) = admin_url() else { return };
     let url = fresh_database(&admin);
@@ -185,20 +185,7 @@ fn the_host_role_runs_the_agent_side_of_the_fleet_only() {
     };
     let host = PostgresCatalog::connect(&as_role("strata_host"), 2).unwrap();
     let maint = PostgresCatalog::connect(&as_role("strata_maint"), 2).unwrap();
-    let record = |id: &str| HostRecord {
-        id: id.into(),
-        address: String::new(),
-        zone: "z".into(),
-        state: HostState::Enabled,
-        max_projects: 5,
-        max_bytes: 0,
-        heartbeat_ms: None,
-        agent_version: None,
-        cache_bytes: 0,
-        cache_budget: 0,
-        last_error: None,
-        added_ms: 1,
-    };
+    let record = |id: &str| HostRecord::new(id, "z", 5, 1);
     let denied = |r: Result<(), CatalogError>, what: &str| {
         let err = r.expect_err(what);
         assert!(

@@ -76,8 +76,10 @@ pub struct AgentOptions {
     pub cache: Option<Arc<CachedStore>>,
 }
 
-/// What the agent did, for its log and for tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the agent did, for its log and for tests; as JSON, an object
+/// whose `event` names the variant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A project is served here now.
     Opened {
@@ -93,6 +95,7 @@ pub enum Event {
         in_place: bool,
         /// Chunks fetched from the store (past the host's cache; `None`
         /// without a cache).
+        #[serde(rename = "fetched_chunks")]
         fetched: Option<u64>,
         /// How long it took.
         ms: u64,
@@ -130,6 +133,7 @@ pub enum Event {
         at_ms: i64,
     },
     /// A project was handed over to another host.
+    #[serde(rename = "moved")]
     MovedOut {
         /// The project.
         project: String,
@@ -182,18 +186,6 @@ pub struct Agent<'a> {
     hurry: bool,
     /// The last failure, reported with the heartbeat (for the monitor).
     last_error: std::sync::Mutex<Option<String>>,
-}
-
-/// Removes a local copy that holds nothing unsaved (read-only
-/// directories included).
-fn remove_tree(dir: &Path) -> Result<()> {
-    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
-        if e.file_type().is_dir() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
-        }
-    }
-    std::fs::remove_dir_all(dir).map_err(|e| Error::system(format!("remove {}", dir.display()), e))
 }
 
 /// A project's directory name: its name, which must be one plain path
@@ -269,11 +261,6 @@ impl<'a> Agent<'a> {
             action,
             error: e.to_string(),
         });
-    }
-
-    /// The projects served here, by name.
-    pub fn served(&self) -> Vec<String> {
-        self.served.values().map(|s| s.name.clone()).collect()
     }
 
     /// Runs until `stop` is set (SIGTERM), then saves every project it
@@ -502,30 +489,7 @@ impl<'a> Agent<'a> {
             match restore(self.repo, &project.id.to_string(), dir, &opts, &NoProgress) {
                 Ok(r) => (r, had_copy),
                 Err(e) if had_copy && e.kind() == crate::ErrorKind::Input => {
-                    // The copy cannot be caught up. One that holds nothing
-                    // unsaved (an unchanged snapshot off the chain, after
-                    // a rebase) is replaced; any other is set aside, never
-                    // deleted, and said so.
-                    let copy = crate::restore::local_copy(self.repo, project, dir)?;
-                    if matches!(copy, crate::restore::LocalCopy::Unchanged(_)) {
-                        remove_tree(dir)?;
-                    } else if copy != crate::restore::LocalCopy::Absent {
-                        let aside = self.opts.projects_dir.join(".strata-aside").join(format!(
-                            "{}-{}",
-                            project.name,
-                            self.repo.clock.now_ms()
-                        ));
-                        std::fs::create_dir_all(aside.parent().expect("has a parent"))
-                            .and_then(|()| std::fs::rename(dir, &aside))
-                            .map_err(|e2| {
-                                Error::system(format!("set {} aside after: {e}", dir.display()), e2)
-                            })?;
-                        (self.events)(&Event::Failed {
-                            project: project.name.clone(),
-                            action: "catch up",
-                            error: format!("{e}; the copy was set aside at {}", aside.display()),
-                        });
-                    }
+                    self.clear_copy(project, dir, &e)?;
                     let opts = RestoreOptions {
                         in_place: false,
                         ..opts
@@ -544,6 +508,39 @@ impl<'a> Agent<'a> {
             self.repo.clock.now_ms(),
         )?;
         Ok((Some(r.snapshot), r.streams.len(), r.bytes, in_place))
+    }
+
+    /// Clears the way for a whole restore of `project` at `dir`, whose copy
+    /// could not be caught up (`why`): a copy that holds nothing unsaved
+    /// (an unchanged snapshot off the chain, after a rebase) is removed;
+    /// any other is set aside under `.strata-aside/`, never deleted, and
+    /// said so.
+    fn clear_copy(&self, project: &Project, dir: &Path, why: &Error) -> Result<()> {
+        match crate::restore::local_copy(self.repo, project, dir)? {
+            crate::restore::LocalCopy::Absent => Ok(()),
+            crate::restore::LocalCopy::Unchanged(_) => {
+                strata_engine::native::remove_tree(dir);
+                Ok(())
+            }
+            _ => {
+                let aside = self.opts.projects_dir.join(".strata-aside").join(format!(
+                    "{}-{}",
+                    project.name,
+                    self.repo.clock.now_ms()
+                ));
+                std::fs::create_dir_all(aside.parent().expect("has a parent"))
+                    .and_then(|()| std::fs::rename(dir, &aside))
+                    .map_err(|e| {
+                        Error::system(format!("set {} aside after: {why}", dir.display()), e)
+                    })?;
+                (self.events)(&Event::Failed {
+                    project: project.name.clone(),
+                    action: "catch up",
+                    error: format!("{why}; the copy was set aside at {}", aside.display()),
+                });
+                Ok(())
+            }
+        }
     }
 
     fn open(&mut self, p: &Placement) -> Result<()> {

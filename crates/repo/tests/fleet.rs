@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use strata_catalog::{Catalog, HookedCatalog, HostRecord, HostState, Request, SqliteCatalog};
+use strata_catalog::{Catalog, HookedCatalog, HostRecord, Request, SqliteCatalog};
 use strata_core::clock::Clock;
 use strata_repo::{ErrorKind, NoProgress, Repository, RestoreOptions, SaveOptions};
 use strata_testing::tree;
@@ -24,21 +24,7 @@ fn repo(dir: &Path, host: &str) -> Repository {
 }
 
 fn add_host(cat: &dyn Catalog, id: &str) {
-    cat.add_host(&HostRecord {
-        id: id.into(),
-        address: String::new(),
-        zone: "z".into(),
-        state: HostState::Enabled,
-        max_projects: 10,
-        max_bytes: 0,
-        heartbeat_ms: None,
-        agent_version: None,
-        cache_bytes: 0,
-        cache_budget: 0,
-        last_error: None,
-        added_ms: 0,
-    })
-    .unwrap();
+    cat.add_host(&HostRecord::new(id, "z", 10, 0)).unwrap();
 }
 
 fn save(r: &Repository, dir: &Path) -> strata_repo::Result<strata_repo::SaveReport> {

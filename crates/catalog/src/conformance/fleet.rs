@@ -13,18 +13,8 @@ const LEASE: i64 = 30_000;
 
 fn host(id: &str, zone: &str, max_projects: u64) -> HostRecord {
     HostRecord {
-        id: id.into(),
         address: format!("{id}.example:22"),
-        zone: zone.into(),
-        state: HostState::Enabled,
-        max_projects,
-        max_bytes: 0,
-        heartbeat_ms: None,
-        agent_version: None,
-        cache_bytes: 0,
-        cache_budget: 0,
-        last_error: None,
-        added_ms: 1,
+        ..HostRecord::new(id, zone, max_projects, 1)
     }
 }
 

@@ -12,8 +12,42 @@ use crate::{
     ProjectUsage, Rejection, RepoStats, Request, Result,
 };
 
-const PLACEMENT_OF: &str = "SELECT project, state, host, token, since_ms, expires_ms, move_to, \
-     last_host FROM placements WHERE project = ?1";
+/// A query of placement rows, in [`placement_from_row`] order, with the
+/// clauses given.
+macro_rules! placements_where {
+    ($clauses:literal) => {
+        concat!(
+            "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host \
+             FROM placements ",
+            $clauses
+        )
+    };
+}
+
+/// A query of host rows, in [`host_from_row`] order, with the clauses given.
+macro_rules! hosts_where {
+    ($clauses:literal) => {
+        concat!(
+            "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
+             agent_version, added_ms, cache_bytes, cache_budget, last_error FROM hosts ",
+            $clauses
+        )
+    };
+}
+
+const PLACEMENT_OF: &str = placements_where!("WHERE project = ?1");
+
+/// The placements a query of [`placements_where`] returns.
+fn placements_of_query(
+    tx: &mut impl Tx,
+    sql: &'static str,
+    params: &[Value],
+) -> Result<Vec<Placement>> {
+    tx.query(sql, params)?
+        .iter()
+        .map(placement_from_row)
+        .collect()
+}
 
 fn placement_from_row(r: &Row) -> Result<Placement> {
     Ok(Placement {
@@ -45,8 +79,7 @@ fn host_from_row(r: &Row) -> Result<HostRecord> {
     })
 }
 
-const HOST_BY_ID: &str = "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
-     agent_version, added_ms, cache_bytes, cache_budget, last_error FROM hosts WHERE id = ?1";
+const HOST_BY_ID: &str = hosts_where!("WHERE id = ?1");
 
 fn host(tx: &mut impl Tx, id: &str) -> Result<HostRecord> {
     tx.one(HOST_BY_ID, &[id.into()])?
@@ -114,8 +147,7 @@ const LOAD: &str = "SELECT x.host, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(x
            FROM placements p WHERE p.state <> 'closed' AND p.host IS NOT NULL) x
      GROUP BY x.host";
 
-const HOSTS: &str = "SELECT id, address, zone, state, max_projects, max_bytes, heartbeat_ms, \
-     agent_version, added_ms, cache_bytes, cache_budget, last_error FROM hosts ORDER BY id";
+const HOSTS: &str = hosts_where!("ORDER BY id");
 
 /// Why `h` cannot take a project of `bytes` now, if it cannot. A host is
 /// down when its agent has been heard from, but not within `lease_ms` (its
@@ -420,14 +452,11 @@ pub(super) fn hosts<D: Dialect>(db: &D) -> Result<Vec<HostInfo>> {
 
 /// The placements `host` holds (any state but closed), by project.
 fn held_by(tx: &mut impl Tx, host: &str) -> Result<Vec<Placement>> {
-    tx.query(
-        "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host
-         FROM placements WHERE host = ?1 AND state <> 'closed' ORDER BY project",
+    placements_of_query(
+        tx,
+        placements_where!("WHERE host = ?1 AND state <> 'closed' ORDER BY project"),
         &[host.into()],
-    )?
-    .iter()
-    .map(placement_from_row)
-    .collect()
+    )
 }
 
 pub(super) fn set_host_state<D: Dialect>(
@@ -445,44 +474,42 @@ pub(super) fn set_host_state<D: Dialect>(
         )?;
         if state == HostState::Draining {
             for p in held_by(tx, id)? {
-                let next = if p.holder(now_ms).is_none() {
-                    // Nobody serves it: grant it elsewhere now, from its
-                    // last saved snapshot.
-                    match choose(tx, p.project, None, Some(id), Some(id), now_ms, lease_ms) {
-                        Ok(to) => grant(Some(&p), p.project, to, now_ms, lease_ms),
-                        Err(CatalogError::NoHost { .. }) => p,
-                        Err(e) => return Err(e),
-                    }
-                } else if p.move_to.is_none() {
-                    match choose(tx, p.project, None, Some(id), Some(id), now_ms, lease_ms) {
-                        Ok(to) => Placement {
+                let lapsed = p.holder(now_ms).is_none();
+                if !lapsed && p.move_to.is_some() {
+                    continue; // already asked to move
+                }
+                let to = match choose(tx, p.project, None, Some(id), Some(id), now_ms, lease_ms) {
+                    Ok(to) => to,
+                    Err(CatalogError::NoHost { .. }) => continue, // drain again later
+                    Err(e) => return Err(e),
+                };
+                put(
+                    tx,
+                    &if lapsed {
+                        // Nobody serves it: grant it elsewhere now, from
+                        // its last saved snapshot.
+                        grant(Some(&p), p.project, to, now_ms, lease_ms)
+                    } else {
+                        Placement {
                             move_to: Some(to),
                             state: PlacementState::Open,
                             ..p
-                        },
-                        Err(CatalogError::NoHost { .. }) => p,
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    p
-                };
-                put(tx, &next)?;
+                        }
+                    },
+                )?;
             }
             finish_drain(tx, id)?;
             // What it holds now, and what this drain granted elsewhere (at
             // `now_ms`, so a retried call returns the same list).
-            return tx
-                .query(
-                    "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host
-                     FROM placements
-                     WHERE (host = ?1 AND state <> 'closed')
+            return placements_of_query(
+                tx,
+                placements_where!(
+                    "WHERE (host = ?1 AND state <> 'closed')
                         OR (last_host = ?1 AND since_ms = ?2 AND host <> ?1)
-                     ORDER BY project",
-                    &[id.into(), now_ms.into()],
-                )?
-                .iter()
-                .map(placement_from_row)
-                .collect();
+                     ORDER BY project"
+                ),
+                &[id.into(), now_ms.into()],
+            );
         }
         Ok(Vec::new())
     })
@@ -550,15 +577,13 @@ pub(super) fn heartbeat<D: Dialect>(
 
 /// The placements that name host `id`: held by it, or moving to it.
 fn naming(tx: &mut impl Tx, id: &str) -> Result<Vec<Placement>> {
-    tx.query(
-        "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host
-         FROM placements WHERE (host = ?1 AND state <> 'closed') OR move_to = ?1
-         ORDER BY project",
+    placements_of_query(
+        tx,
+        placements_where!(
+            "WHERE (host = ?1 AND state <> 'closed') OR move_to = ?1 ORDER BY project"
+        ),
         &[id.into()],
-    )?
-    .iter()
-    .map(placement_from_row)
-    .collect()
+    )
 }
 
 pub(super) fn placements_of<D: Dialect>(db: &D, id: &str) -> Result<Vec<Placement>> {
@@ -608,14 +633,11 @@ pub(super) fn get_placement<D: Dialect>(db: &D, project: ProjectId) -> Result<Op
 
 pub(super) fn placements<D: Dialect>(db: &D) -> Result<Vec<Placement>> {
     db.transaction(Mode::Read, "placements", |tx| {
-        tx.query(
-            "SELECT project, state, host, token, since_ms, expires_ms, move_to, last_host
-             FROM placements WHERE state <> 'closed' ORDER BY project",
+        placements_of_query(
+            tx,
+            placements_where!("WHERE state <> 'closed' ORDER BY project"),
             &[],
-        )?
-        .iter()
-        .map(placement_from_row)
-        .collect()
+        )
     })
 }
 

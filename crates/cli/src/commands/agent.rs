@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use serde_json::json;
 use strata_repo::Repository;
 use strata_repo::agent::{Agent, AgentOptions, Event, ProjectOwner};
 
@@ -50,50 +49,10 @@ pub struct Args {
 
 fn print(out: &Output, e: &Event) {
     if out.json {
-        out.json(match e {
-            Event::Opened {
-                project,
-                snapshot,
-                streams,
-                bytes,
-                in_place,
-                fetched,
-                ms,
-            } => json!({
-                "event": "opened", "project": project,
-                "snapshot": snapshot.as_ref().map(ToString::to_string),
-                "streams": streams, "bytes": bytes, "in_place": in_place,
-                "fetched_chunks": fetched, "ms": ms,
-            }),
-            Event::Prepared { project, snapshot } => json!({
-                "event": "prepared", "project": project, "snapshot": snapshot.to_string(),
-            }),
-            Event::Saving { project } => json!({"event": "saving", "project": project}),
-            Event::Saved { project, snapshot } => json!({
-                "event": "saved", "project": project, "snapshot": snapshot.to_string(),
-            }),
-            Event::Closed { project } => json!({"event": "closed", "project": project}),
-            Event::Frozen { project, at_ms } => json!({
-                "event": "frozen", "project": project, "at_ms": at_ms,
-            }),
-            Event::MovedOut {
-                project,
-                to,
-                freeze_ms,
-            } => json!({
-                "event": "moved", "project": project, "to": to, "freeze_ms": freeze_ms,
-            }),
-            Event::Lost { project, why } => json!({
-                "event": "lost", "project": project, "why": why,
-            }),
-            Event::Failed {
-                project,
-                action,
-                error,
-            } => json!({
-                "event": "failed", "project": project, "action": action, "error": error,
-            }),
-        });
+        match serde_json::to_value(e) {
+            Ok(v) => out.json(v),
+            Err(err) => out.line(&format!("cannot print an event as JSON: {err}")),
+        }
         return;
     }
     out.line(&match e {

@@ -97,22 +97,14 @@ pub fn run(repo: &Repository, a: &Args, out: &Output) -> anyhow::Result<()> {
         Action::List => list(repo, out),
         Action::Add(a) => {
             repo.catalog.add_host(&HostRecord {
-                id: a.id.clone(),
                 address: a.address.clone(),
-                zone: a.zone.clone(),
                 state: if a.disabled {
                     HostState::Disabled
                 } else {
                     HostState::Enabled
                 },
-                max_projects: a.max_projects,
                 max_bytes: a.max_bytes,
-                heartbeat_ms: None,
-                agent_version: None,
-                cache_bytes: 0,
-                cache_budget: 0,
-                last_error: None,
-                added_ms: now,
+                ..HostRecord::new(&a.id, &a.zone, a.max_projects, now)
             })?;
             out.line(&format!("host {} added in zone {}", a.id, a.zone));
             Ok(())

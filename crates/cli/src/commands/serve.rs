@@ -242,31 +242,27 @@ pub fn metrics(s: &Status) -> String {
         }
     }
     if let Some(u) = &s.usage.value {
-        for (name, help, f) in [
-            (
-                "strata_project_unique_bytes",
-                "Stored bytes only the project names.",
-                (|u: &strata_repo::monitor::UsageView| u.unique_bytes) as fn(&_) -> u64,
-            ),
-            (
-                "strata_project_shared_bytes",
-                "Stored bytes the project shares with others.",
-                |u| u.shared_bytes,
-            ),
-        ] {
-            gauge(
-                name,
-                help,
-                u.iter()
-                    .map(|p| {
-                        (
-                            format!("{{project=\"{}\"}}", label(&p.project)),
-                            f(p) as f64,
-                        )
-                    })
-                    .collect(),
-            );
-        }
+        use strata_repo::monitor::UsageView;
+        let rows = |f: fn(&UsageView) -> u64| {
+            u.iter()
+                .map(|p| {
+                    (
+                        format!("{{project=\"{}\"}}", label(&p.project)),
+                        f(p) as f64,
+                    )
+                })
+                .collect()
+        };
+        gauge(
+            "strata_project_unique_bytes",
+            "Stored bytes only the project names.",
+            rows(|p| p.unique_bytes),
+        );
+        gauge(
+            "strata_project_shared_bytes",
+            "Stored bytes the project shares with others.",
+            rows(|p| p.shared_bytes),
+        );
     }
     o
 }

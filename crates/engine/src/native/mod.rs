@@ -12,6 +12,8 @@ pub mod record;
 mod send;
 mod staging;
 
+pub use staging::remove_tree;
+
 pub use nofollow::can_chown;
 pub use owners::Owners;
 pub use receive::{ReceiveOptions, ReceiveSession, ReceiveSummary, receive, receive_in};

@@ -175,8 +175,9 @@ fn sync_file_system(dir: &Path) -> io::Result<()> {
     rustix::fs::syncfs(&d).map_err(io::Error::from)
 }
 
-/// Removes a staging tree, read-only directories included.
-fn remove_tree(p: &Path) {
+/// Removes a tree strata wrote (a staging tree, a local copy that holds
+/// nothing unsaved), read-only directories included; best effort.
+pub fn remove_tree(p: &Path) {
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
         if let Ok(md) = fs::symlink_metadata(&d)
